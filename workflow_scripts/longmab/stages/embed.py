@@ -64,9 +64,10 @@ def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
     """
     from sentence_transformers import SentenceTransformer
 
-    from ..models import resolve_embedder_path
+    from ..models import embedded_embedder_path, resolve_model_path
 
-    model = SentenceTransformer(str(resolve_embedder_path(name_or_path)), device=device)
+    path = embedded_embedder_path() if name_or_path == "embedded" else resolve_model_path(name_or_path)
+    model = SentenceTransformer(str(path), device=device)
     log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
 
     def encode(texts: Sequence[str]) -> np.ndarray:

@@ -1,0 +1,57 @@
+"""Shared fixtures. Slow fixtures run the real pipeline once per test session on a tiny config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COPY = ["Snakefile", "rules", "workflow_scripts", "schemas", "envs", "data", "config.yaml", "configs", "profiles"]
+
+
+def snakemake_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def make_workdir(dest: Path) -> Path:
+    """A copy of the workflow (no results/, no .venv) in ``dest``; reuses a built embedded model."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    model = Path(os.environ.get("LONGMAB_TEST_MODEL", REPO / "results" / "models" / "policy"))
+    if (model / "config.json").exists():
+        (dest / "results" / "models").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(model, dest / "results" / "models" / "policy")
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole pipeline, run once on tests/configs/tiny.yaml; returns the work directory."""
+    workdir = make_workdir(tmp_path_factory.mktemp("tiny"))
+    shutil.copy2(REPO / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+    run_snakemake(workdir, "--configfile", "tiny.yaml")
+    return workdir
