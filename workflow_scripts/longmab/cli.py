@@ -1,0 +1,133 @@
+"""``longmab`` command line.
+
+Subcommands are registered in :data:`SUBCOMMANDS` (name -> :class:`Subcommand`); to add one, write
+an ``add_arguments(parser)`` and a ``run(args) -> int`` function and call :func:`register` (or add an
+entry to the dict) before :func:`main` builds the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int]) -> None:
+    SUBCOMMANDS[name] = Subcommand(help, add_arguments, run)
+
+
+# --- validate ---------------------------------------------------------------------------------------
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="raw training JSONL file(s)")
+    p.add_argument("--max-errors", type=int, default=20,
+                   help="stop reporting a file after this many problems (0: report all; default 20)")
+
+
+def _validate_run(args: argparse.Namespace) -> int:
+    from .validate import scan_file
+
+    status = 0
+    for path in args.paths:
+        try:
+            errors, samples = scan_file(path, args.max_errors if args.max_errors > 0 else None)
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        if errors:
+            for message in errors:
+                print(message, file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: OK ({len(samples)} samples)")
+    return status
+
+
+# --- synth ------------------------------------------------------------------------------------------
+
+
+def _pair(text: str) -> tuple[int, int]:
+    parts = text.replace(",", " ").split()
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (or one number), got {text!r}")
+    lo, hi = (int(x) for x in parts)
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 < MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", required=True, help="writes OUT_DIR/train.jsonl and OUT_DIR/test/*.jsonl")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--n-train", type=int, default=24)
+    p.add_argument("--n-test", type=int, default=12, help="samples per benchmark set")
+    p.add_argument("--passages", type=_pair, default=(6, 10), metavar="MIN,MAX",
+                   help="passages per context (default 6,10)")
+    p.add_argument("--long-passages", type=_pair, default=(16, 24), metavar="MIN,MAX",
+                   help="passages per context of synth_longbook_qa_eng (default 16,24)")
+    p.add_argument("--words", type=_pair, default=(120, 200), metavar="MIN,MAX",
+                   help="target words per passage (default 120,200)")
+    p.add_argument("--two-hop-fraction", type=float, default=0.5,
+                   help="share of 2-hop questions in the training set (default 0.5)")
+    p.add_argument("--paraphrase", type=float, default=0.5,
+                   help="probability that a fact is worded unlike the question (default 0.5)")
+
+
+def _synth_run(args: argparse.Namespace) -> int:
+    from .synth import write_dataset
+
+    try:
+        paths = write_dataset(args.out_dir, seed=args.seed, n_train=args.n_train,
+                              n_test_per_set=args.n_test, passages_per_context=args.passages,
+                              words_per_passage=args.words,
+                              long_passages_per_context=args.long_passages,
+                              two_hop_fraction=args.two_hop_fraction, paraphrase=args.paraphrase)
+    except ValueError as exc:
+        print(f"longmab synth: error: {exc}", file=sys.stderr)
+        return 2
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+register("validate", "check raw training JSONL files (exit 1 on problems)", _validate_args, _validate_run)
+register("synth", "write the seeded synthetic train/test data", _synth_args, _synth_run)
+
+
+# --- entry point ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="longmab", description="LongMab-PO pipeline tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, cmd in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
