@@ -8,6 +8,7 @@ rule embed:
         method=config["init"]["method"],
         embedder=config["models"]["embedder"],
         prefix=config["models"]["embedder_query_prefix"],
+        trust_remote_code=config["models"]["trust_remote_code"],
         seed=config["seed"],
     log:
         "results/logs/embed/{shard}.log",

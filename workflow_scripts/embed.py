@@ -8,7 +8,7 @@ def main(smk):
     setup_logging(smk.log[0])
     p = smk.params
     rows = read_jsonl(smk.input.probes)
-    encode = None if p.method == "random" or not rows else load_encoder(p.embedder)
+    encode = None if p.method == "random" or not rows else load_encoder(p.embedder, trust_remote_code=p.trust_remote_code)
     write_jsonl(smk.output[0], initial_values(rows, p.method, p.seed, encode, p.prefix))
 
 

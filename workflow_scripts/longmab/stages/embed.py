@@ -39,7 +39,7 @@ def initial_values(
     """
     if method not in METHODS:
         raise ValueError(f"unknown init method {method!r}; expected one of {METHODS}")
-    if method != "random" and encode is None:
+    if method != "random" and encode is None and rows:
         raise ValueError(f"init method {method!r} needs an encoder")
     out = []
     for row in rows:
@@ -56,7 +56,7 @@ def initial_values(
     return out
 
 
-def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
+def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code: bool = False) -> Encoder:
     """A sentence-transformers encoder (no instruction prefix; normalization happens in cosine_values).
 
     Note: all-MiniLM-L6-v2 has max_seq_length 256 word pieces; longer chunks are truncated when
@@ -67,7 +67,7 @@ def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
     from ..models import embedded_embedder_path, resolve_model_path
 
     path = embedded_embedder_path() if name_or_path == "embedded" else resolve_model_path(name_or_path)
-    model = SentenceTransformer(str(path), device=device)
+    model = SentenceTransformer(str(path), device=device, trust_remote_code=trust_remote_code)
     log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
 
     def encode(texts: Sequence[str]) -> np.ndarray:

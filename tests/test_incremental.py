@@ -1,0 +1,90 @@
+"""Incremental re-runs: after a one-key change, `snakemake -n` plans exactly the jobs that key affects.
+
+Each test dry-runs a private copy of the completed tiny run (outputs, .snakemake/ metadata and mtimes
+preserved) with the default --rerun-triggers. "X and everything downstream of it" is what
+`snakemake -n --forcerun X` plans on the same copy, so the expectations follow the DAG as it grows
+(e.g. a training-side change re-evaluates the trained model, not the base model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_snakemake
+from dryrun import dry_run_counts
+
+pytestmark = pytest.mark.slow
+
+EVAL_SIDE = re.compile(r"^(eval|tables?|plot_benchmarks|report)")
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard-link big files (only read here; same inode = same mtime), copy the rest with mtimes."""
+    if os.path.getsize(src) > (1 << 20):
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            pass
+    return shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    dest = tmp_path / "run"
+    shutil.copytree(tiny_run, dest, symlinks=True, copy_function=_link_or_copy)
+    return dest
+
+
+def planned(workdir: Path, change: dict | None = None, *args: str) -> dict[str, int]:
+    """Rule -> job count that a dry run plans, after merging ``change`` over the tiny config."""
+    files = ["tiny.yaml"]
+    if change:
+        (workdir / "change.yaml").write_text(json.dumps(change))  # JSON is YAML
+        files.append("change.yaml")
+    return dry_run_counts(run_snakemake(workdir, "-n", *args, "--configfile", *files))
+
+
+def downstream_of(workdir: Path, rule: str) -> dict[str, int]:
+    return planned(workdir, None, "--forcerun", rule)
+
+
+def test_no_change_nothing_to_do(run_copy):
+    assert planned(run_copy) == {}
+
+
+def test_eval_key_reruns_only_eval_side(run_copy):
+    expected = downstream_of(run_copy, "eval")
+    assert expected.get("eval") and all(EVAL_SIDE.match(r) for r in expected), expected
+    assert planned(run_copy, {"eval": {"max_tokens": 17}}) == expected
+
+
+def test_rollout_rounds_reruns_rollout_and_downstream(run_copy):
+    expected = downstream_of(run_copy, "rollout")
+    assert {"rollout", "pairs"} <= set(expected) and not {"data", "probe", "embed"} & set(expected)
+    assert planned(run_copy, {"rollout": {"rounds": 2}}) == expected
+
+
+def test_chunk_size_reruns_from_probe_on(run_copy):
+    expected = downstream_of(run_copy, "probe")
+    assert {"probe", "embed", "rollout", "pairs"} <= set(expected) and "data" not in expected
+    assert planned(run_copy, {"chunking": {"chunk_size": 200}}) == expected
+
+
+def test_raw_data_change_reruns_everything_downstream(run_copy):
+    raw = run_copy / "data" / "train.jsonl"
+    if raw.stat().st_size < 1_000_000:  # Snakemake's default --max-checksum-file-size
+        os.utime(raw)  # a touch alone: same checksum, so Snakemake (rightly) plans nothing
+        assert planned(run_copy) == {}
+    expected = downstream_of(run_copy, "data")
+    lines = raw.read_text().splitlines(keepends=True)
+    sample = json.loads(lines[-1])
+    sample["id"] = f"{sample['id']}-extra"
+    raw.write_text("".join(lines) + json.dumps(sample) + "\n")
+    assert {"data", "probe", "embed", "rollout", "pairs"} <= set(expected)
+    assert planned(run_copy) == expected

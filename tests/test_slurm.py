@@ -1,0 +1,44 @@
+"""The pipeline through `pairs` on a real one-node SLURM, submitted by profiles/slurm.
+
+profiles/slurm-test is stacked on top: no conda (not installable here), no GPUs, squeue for status,
+no account. The jobs find the project venv through PATH (sbatch --export=ALL; same machine).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import REPO, make_workdir, run_snakemake
+from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+PROFILES = ("--profile", "profiles/slurm", "--profile", "profiles/slurm-test")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        ensure_installed()
+    except SlurmUnavailable as exc:
+        pytest.skip(str(exc))
+    with SlurmCluster() as c:
+        yield c
+
+
+def test_pipeline_through_pairs_on_slurm(cluster, tmp_path, monkeypatch):
+    wd = make_workdir(tmp_path / "wf")
+    shutil.copy2(REPO / "tests" / "configs" / "tiny.yaml", wd / "tiny.yaml")
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    target = "results/pairs/tiny/pairs.jsonl"
+    proc = run_snakemake(wd, target, *PROFILES, "--configfile", "tiny.yaml", check=False, timeout=3600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
+    # Every job went through sbatch (the plugin logs one line per submission).
+    assert proc.stderr.count("has been submitted with SLURM jobid") >= 1 + 2 * 3 + 1, proc.stderr[-3000:]
+    assert (wd / target).exists()
+    stats = json.loads((wd / "results/pairs/tiny/stats.json").read_text())
+    manifest = json.loads((wd / "results/data/manifest.json").read_text())
+    assert manifest["samples_used"] == 4 and stats["samples_in"] == 4
+    for stage in ("probe", "embed", "rollout"):
+        assert sorted(p.name for p in (wd / "results" / stage).glob("*.jsonl")) == ["000.jsonl", "001.jsonl"]
