@@ -638,10 +638,10 @@ def _as_infinitebench(rows: list[dict], keep_meta: bool) -> list[dict]:
     return out
 
 
-def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 12,
-                     passages_per_context: tuple[int, int] = (6, 10),
-                     words_per_passage: tuple[int, int] = (120, 200),
-                     long_passages_per_context: tuple[int, int] = (16, 24),
+def generate_dataset(seed: int = 42, n_train: int = 16, n_test_per_set: int = 8,
+                     passages_per_context: tuple[int, int] = (4, 6),
+                     words_per_passage: tuple[int, int] = (80, 130),
+                     long_passages_per_context: tuple[int, int] = (8, 12),
                      two_hop_fraction: float = 0.5, paraphrase: float = 0.5,
                      world_size: WorldSize | None = None, keep_meta: bool = False) -> dict[str, list[dict]]:
     """Build the training set and the four synthetic benchmark sets.
@@ -691,8 +691,8 @@ def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 12
     }
 
 
-def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = 24,
-                  n_test_per_set: int = 12, **kwargs: Any) -> dict[str, Path]:
+def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = 16,
+                  n_test_per_set: int = 8, **kwargs: Any) -> dict[str, Path]:
     """Write ``out_dir/train.jsonl`` and ``out_dir/test/<set>.jsonl``; returns ``{set: path}``."""
     kwargs.pop("keep_meta", None)
     data = generate_dataset(seed, n_train, n_test_per_set, **kwargs)
