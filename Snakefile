@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
@@ -15,6 +18,9 @@ include: "rules/probe.smk"
 include: "rules/embed.smk"
 include: "rules/rollout.smk"
 include: "rules/pairs.smk"
+include: "rules/dpo.smk"
+include: "rules/eval.smk"
+include: "rules/report.smk"
 
 
 rule all:

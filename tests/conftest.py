@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY = ["Snakefile", "rules", "workflow_scripts", "schemas", "envs", "data", "config.yaml", "configs", "profiles"]
+COPY = ["Snakefile", "rules", "workflow_scripts", "schemas", "envs", "data", "config.yaml", "configs", "profiles", "report"]
 
 
 def snakemake_env() -> dict:
@@ -50,8 +50,13 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The whole pipeline, run once on tests/configs/tiny.yaml; returns the work directory."""
+    """The whole pipeline, run once on tests/configs/tiny.yaml; returns the work directory.
+
+    data/ of the copy is replaced by tests/fixtures/tiny_data/ (easier samples, so that the tiny
+    SmolLM2 run yields preference pairs to train on; see the README there)."""
     workdir = make_workdir(tmp_path_factory.mktemp("tiny"))
     shutil.copy2(REPO / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+    shutil.rmtree(workdir / "data")
+    shutil.copytree(REPO / "tests" / "fixtures" / "tiny_data", workdir / "data")
     run_snakemake(workdir, "--configfile", "tiny.yaml")
     return workdir

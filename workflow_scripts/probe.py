@@ -1,9 +1,9 @@
 """Rule `probe`: chunk contexts and generate probe chains of thought for one shard (thin adapter)."""
-from longmab.engine import SamplingConfig, make_engine
+from longmab.engine import make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
-from longmab.stages.probe import run_probe
+from longmab.stages.probe import probe_sampling, run_probe
 
 
 def main(smk):
@@ -14,7 +14,7 @@ def main(smk):
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
-        kept, stats = run_probe(samples, engine, load_templates(p.prompts), SamplingConfig(**p.sampling),
+        kept, stats = run_probe(samples, engine, load_templates(p.prompts), probe_sampling(p.sampling),
                                 p.chunking, p.seed)
     finally:
         engine.close()

@@ -18,7 +18,7 @@ def main(smk):
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
-        result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig(**p.sampling),
+        result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig.from_dict(p.sampling),
                                     p.rounds, p.top_k, p.seed, p.subem, resume_path=resume)
     finally:
         engine.close()

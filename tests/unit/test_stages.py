@@ -202,3 +202,12 @@ def test_dataset_info_is_llamafactory_ranking_entry():
     info = dataset_info("longmab_x")
     assert info["longmab_x"]["ranking"] is True
     assert info["longmab_x"]["columns"] == {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
+
+
+def test_probe_sampling_override():
+    from longmab.stages.probe import probe_sampling
+
+    base = {"temperature": 0.7, "top_p": 0.95, "presence_penalty": 1.0, "max_tokens": 32}
+    assert probe_sampling(base).temperature == 0.7
+    assert probe_sampling({**base, "probe_temperature": None}).temperature == 0.7
+    assert probe_sampling({**base, "probe_temperature": 0.3}) == SamplingConfig(0.3, 0.95, 1.0, 32)

@@ -16,6 +16,14 @@ from ..seeds import derive_seed
 log = get_logger("probe")
 
 
+def probe_sampling(sampling: Mapping) -> SamplingConfig:
+    """The probe's sampling: the shared ``sampling`` config with ``probe_temperature`` if it is set."""
+    values = dict(sampling)
+    if values.get("probe_temperature") is not None:
+        values["temperature"] = values["probe_temperature"]
+    return SamplingConfig.from_dict(values)
+
+
 def drop_reason(probe: str, gold: str) -> str | None:
     """None when the probe is kept, else a short human-readable reason."""
     if not probe or not probe.strip():

@@ -1,0 +1,31 @@
+"""Rule `eval`: one model, every benchmark, one engine load (thin adapter)."""
+from longmab.benchmarks import load_benchmark
+from longmab.engine import SamplingConfig, make_engine
+from longmab.io import write_json, write_jsonl
+from longmab.logs import setup_logging
+from longmab.prompts import load_templates
+from longmab.stages.evaluate import evaluate
+
+
+def main(smk):
+    setup_logging(smk.log[0])
+    p = smk.params
+    names = list(p.benchmarks)
+    benchmarks = {name: load_benchmark(path, p.benchmarks[name]["format"], p.max_samples)
+                  for name, path in zip(names, smk.input.benchmarks)}
+    model = str(smk.input.model) if smk.input.model else p.model  # a built folder or a user path / hub id
+    sampling = SamplingConfig(temperature=p.temperature, top_p=1.0, presence_penalty=0.0, max_tokens=p.max_tokens)
+    engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
+                         max_model_len=p.engine["max_model_len"], seed=p.seed)
+    try:
+        preds, metrics = evaluate(benchmarks, engine, load_templates(p.prompts), sampling, p.max_input_len, p.seed,
+                                  max_model_len=p.engine["max_model_len"], model_name=smk.wildcards.model)
+    finally:
+        engine.close()
+    for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
+        write_jsonl(preds_path, preds[name])
+        write_json(metrics_path, metrics[name])
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
