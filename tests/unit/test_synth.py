@@ -119,12 +119,12 @@ def test_field_sets_exact(tmp_path):
 def test_passage_layout_counts_and_sizes(data):
     for name, row in all_rows(data):
         texts = split_passages(row["context"])
-        lo, hi = (8, 12) if name == "synth_longbook_qa_eng" else (4, 6)
+        lo, hi = (6, 9) if name == "synth_longbook_qa_eng" else (3, 5)
         assert lo <= len(texts) <= hi
         assert [int(n) for n in PASSAGE_HEADER.findall(row["context"])] == list(range(1, len(texts) + 1))
         for text in texts:
-            # a passage stops at the first sentence reaching the target (80-130) words
-            assert 60 <= len(text.split()) <= 160, len(text.split())
+            # a passage stops at the first sentence reaching the target (50-90) words
+            assert 35 <= len(text.split()) <= 120, len(text.split())
 
 
 def test_evidence_numbers_point_at_the_right_passages(data):

@@ -75,18 +75,18 @@ def _pair(text: str) -> tuple[int, int]:
 def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="writes OUT_DIR/train.jsonl and OUT_DIR/test/*.jsonl")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--n-train", type=int, default=16)
+    p.add_argument("--n-train", type=int, default=24)
     p.add_argument("--n-test", type=int, default=8, help="samples per benchmark set")
-    p.add_argument("--passages", type=_pair, default=(4, 6), metavar="MIN,MAX",
-                   help="passages per context (default 4,6)")
-    p.add_argument("--long-passages", type=_pair, default=(8, 12), metavar="MIN,MAX",
-                   help="passages per context of synth_longbook_qa_eng (default 8,12)")
-    p.add_argument("--words", type=_pair, default=(80, 130), metavar="MIN,MAX",
-                   help="target words per passage (default 80,130)")
-    p.add_argument("--two-hop-fraction", type=float, default=0.5,
-                   help="share of 2-hop questions in the training set (default 0.5)")
-    p.add_argument("--paraphrase", type=float, default=0.5,
-                   help="probability that a fact is worded unlike the question (default 0.5)")
+    p.add_argument("--passages", type=_pair, default=(3, 5), metavar="MIN,MAX",
+                   help="passages per context (default 3,5)")
+    p.add_argument("--long-passages", type=_pair, default=(6, 9), metavar="MIN,MAX",
+                   help="passages per context of synth_longbook_qa_eng (default 6,9)")
+    p.add_argument("--words", type=_pair, default=(50, 90), metavar="MIN,MAX",
+                   help="target words per passage (default 50,90)")
+    p.add_argument("--two-hop-fraction", type=float, default=0.25,
+                   help="share of 2-hop questions in the training set (default 0.25)")
+    p.add_argument("--paraphrase", type=float, default=0.0,
+                   help="probability that a fact is worded unlike the question (default 0.0)")
 
 
 def _synth_run(args: argparse.Namespace) -> int:

@@ -638,11 +638,11 @@ def _as_infinitebench(rows: list[dict], keep_meta: bool) -> list[dict]:
     return out
 
 
-def generate_dataset(seed: int = 42, n_train: int = 16, n_test_per_set: int = 8,
-                     passages_per_context: tuple[int, int] = (4, 6),
-                     words_per_passage: tuple[int, int] = (80, 130),
-                     long_passages_per_context: tuple[int, int] = (8, 12),
-                     two_hop_fraction: float = 0.5, paraphrase: float = 0.5,
+def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 8,
+                     passages_per_context: tuple[int, int] = (3, 5),
+                     words_per_passage: tuple[int, int] = (50, 90),
+                     long_passages_per_context: tuple[int, int] = (6, 9),
+                     two_hop_fraction: float = 0.25, paraphrase: float = 0.0,
                      world_size: WorldSize | None = None, keep_meta: bool = False) -> dict[str, list[dict]]:
     """Build the training set and the four synthetic benchmark sets.
 
@@ -691,7 +691,7 @@ def generate_dataset(seed: int = 42, n_train: int = 16, n_test_per_set: int = 8,
     }
 
 
-def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = 16,
+def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = 24,
                   n_test_per_set: int = 8, **kwargs: Any) -> dict[str, Path]:
     """Write ``out_dir/train.jsonl`` and ``out_dir/test/<set>.jsonl``; returns ``{set: path}``."""
     kwargs.pop("keep_meta", None)
