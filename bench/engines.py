@@ -5,8 +5,8 @@ to a temporary file; every variant then runs in its own subprocess (vLLM reads i
 variables at start, and a fresh process gives each engine the same clean memory), starts the
 engine, runs one ``generate`` call on those prompts with the same seeds and reports timings.
 
-    PYTHONPATH=workflow_scripts python bench/engines.py                 # all variants
-    PYTHONPATH=workflow_scripts python bench/engines.py --variants hf-fp32-t1,vllm-fp32
+    .venv/bin/python bench/engines.py                                 # every variant once
+    .venv/bin/python bench/engines.py --variants hf-fp32-t1,vllm-fp32,vllm-fp32   # repeats allowed
 
 Columns: start = engine construction (imports, load, and for vLLM the engine processes, warm-up and,
 when compiled, torch.compile); compile = "eager", or "cold"/"warm" for whether torch.compile found

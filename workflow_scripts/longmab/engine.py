@@ -238,10 +238,10 @@ class HFEngine:
 
     ``batch_size`` requests are decoded together; ``batch_size=1`` decodes one request at a time, so
     each output is independent of the rest of the call (padding changes floating-point results).
-    One at a time was 3x faster than batches of 8 on 2 cores (bench/README.md).
+    One at a time was 1.45x faster than batches of 8 on 2 cores (bench/README.md).
 
     ``num_threads`` sets torch's intra-op threads for the process (default 1; ``0`` or ``None`` keeps
-    torch's default, all cores). On a shared 2-core machine two OpenMP threads were 7.5x slower than one
+    torch's default, all cores). On a shared 2-core machine two OpenMP threads were 5x slower than one
     when other processes competed for the cores; pass the job's thread allowance when it owns them.
     """
 
