@@ -77,14 +77,14 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-train", type=int, default=24)
     p.add_argument("--n-test", type=int, default=8, help="samples per benchmark set")
-    p.add_argument("--passages", type=_pair, default=(3, 5), metavar="MIN,MAX",
-                   help="passages per context (default 3,5)")
-    p.add_argument("--long-passages", type=_pair, default=(6, 9), metavar="MIN,MAX",
-                   help="passages per context of synth_longbook_qa_eng (default 6,9)")
-    p.add_argument("--words", type=_pair, default=(50, 90), metavar="MIN,MAX",
-                   help="target words per passage (default 50,90)")
-    p.add_argument("--two-hop-fraction", type=float, default=0.25,
-                   help="share of 2-hop questions in the training set (default 0.25)")
+    p.add_argument("--passages", type=_pair, default=(3, 4), metavar="MIN,MAX",
+                   help="passages per context (default 3,4)")
+    p.add_argument("--long-passages", type=_pair, default=(6, 8), metavar="MIN,MAX",
+                   help="passages per context of synth_longbook_qa_eng (default 6,8)")
+    p.add_argument("--words", type=_pair, default=(40, 70), metavar="MIN,MAX",
+                   help="target words per passage (default 40,70)")
+    p.add_argument("--two-hop-fraction", type=float, default=0.0,
+                   help="share of 2-hop questions in the training set (default 0.0)")
     p.add_argument("--paraphrase", type=float, default=0.0,
                    help="probability that a fact is worded unlike the question (default 0.0)")
 

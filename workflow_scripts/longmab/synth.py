@@ -639,10 +639,10 @@ def _as_infinitebench(rows: list[dict], keep_meta: bool) -> list[dict]:
 
 
 def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 8,
-                     passages_per_context: tuple[int, int] = (3, 5),
-                     words_per_passage: tuple[int, int] = (50, 90),
-                     long_passages_per_context: tuple[int, int] = (6, 9),
-                     two_hop_fraction: float = 0.25, paraphrase: float = 0.0,
+                     passages_per_context: tuple[int, int] = (3, 4),
+                     words_per_passage: tuple[int, int] = (40, 70),
+                     long_passages_per_context: tuple[int, int] = (6, 8),
+                     two_hop_fraction: float = 0.0, paraphrase: float = 0.0,
                      world_size: WorldSize | None = None, keep_meta: bool = False) -> dict[str, list[dict]]:
     """Build the training set and the four synthetic benchmark sets.
 
