@@ -10,6 +10,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from conftest import REPO, make_workdir, run_snakemake
 from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
 
@@ -39,6 +40,7 @@ def test_pipeline_through_pairs_on_slurm(cluster, tmp_path, monkeypatch):
     assert (wd / target).exists()
     stats = json.loads((wd / "results/pairs/tiny/stats.json").read_text())
     manifest = json.loads((wd / "results/data/manifest.json").read_text())
-    assert manifest["samples_used"] == 4 and stats["samples_in"] == 4
+    expected = yaml.safe_load((wd / "tiny.yaml").read_text())["data"]["max_samples"]
+    assert manifest["samples_used"] == expected and stats["samples_in"] == expected
     for stage in ("probe", "embed", "rollout"):
         assert sorted(p.name for p in (wd / "results" / stage).glob("*.jsonl")) == ["000.jsonl", "001.jsonl"]
