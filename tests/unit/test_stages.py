@@ -211,3 +211,21 @@ def test_probe_sampling_override():
     assert probe_sampling(base).temperature == 0.7
     assert probe_sampling({**base, "probe_temperature": None}).temperature == 0.7
     assert probe_sampling({**base, "probe_temperature": 0.3}) == SamplingConfig(0.3, 0.95, 1.0, 32)
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from longmab.io import atomic_dir, write_text
+
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert (tmp_path / "d" / "a").read_text() == "y"
