@@ -1,5 +1,6 @@
 rule rollout:
-    """Method §4: UCB over chunks for R rounds; each round one engine call for the whole shard."""
+    """Method §4: UCB over chunks for R rounds (or an ablation strategy); each round one engine call for the
+    whole shard."""
     input:
         arms="results/embed/{shard}.jsonl",
         model=policy_input(),
@@ -10,6 +11,7 @@ rule rollout:
         sampling=config["sampling"],
         rounds=config["rollout"]["rounds"],
         top_k=config["rollout"]["top_k"],
+        strategy=config["rollout"]["strategy"],
         subem=config["reward"]["subem"],
         prompts=config["prompts"],
         seed=config["seed"],

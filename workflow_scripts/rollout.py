@@ -19,12 +19,14 @@ def main(smk):
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
         result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig.from_dict(p.sampling),
-                                    p.rounds, p.top_k, p.seed, p.subem, resume_path=resume)
+                                    p.rounds, p.top_k, p.seed, p.subem, resume_path=resume,
+                                    strategy=p.strategy)
     finally:
         engine.close()
     write_jsonl(out, result)
     resume.unlink(missing_ok=True)
-    log.info("rollout: %.1f s, %.1f%% outside the engine", stats["seconds_total"], 100 * stats["overhead_share"])
+    log.info("rollout (%s): %d generations in %.1f s, %.1f%% outside the engine", stats["strategy"],
+             stats["generations"], stats["seconds_total"], 100 * stats["overhead_share"])
 
 
 if __name__ == "__main__":

@@ -179,6 +179,30 @@ def test_rollout_resume_gives_identical_result(tmp_path):
     assert json.dumps(resumed) == json.dumps(full)
 
 
+def test_rollout_random_strategy_ignores_values_and_is_seeded():
+    rows = [dict(r, chunks=[f"chunk{j}" for j in range(6)], init_values=[0.0, 0.0, 0.0, 0.0, 0.0, 9.0]) for r in arm_rows()]
+    engine = ScriptedEngine(lambda p, s: "Answer: Runa")
+    a, stats = run_rollout(rows, engine, TEMPLATES, SAMPLING, rounds=6, top_k=2, seed=4, strategy="random")
+    b, _ = run_rollout(rows, ScriptedEngine(lambda p, s: "Answer: Runa"), TEMPLATES, SAMPLING, rounds=6, top_k=2, seed=4, strategy="random")
+    c, _ = run_rollout(rows, ScriptedEngine(lambda p, s: "Answer: Runa"), TEMPLATES, SAMPLING, rounds=6, top_k=2, seed=5, strategy="random")
+    picks = [x["selected"] for x in a[0]["rounds"]]
+    assert json.dumps(a) == json.dumps(b) and json.dumps(a) != json.dumps(c)
+    assert all(len(sel) == 2 and sel == sorted(sel) and len(set(sel)) == 2 for sel in picks)
+    assert len({tuple(sel) for sel in picks}) > 1  # not stuck on the highest initial value (arm 5)
+    assert sum(5 in sel for sel in picks) < 6
+    assert stats["strategy"] == "random" and stats["generations"] == 12 and engine.calls == [2] * 6
+
+
+def test_rollout_full_strategy_sends_the_original_context():
+    seen = []
+    engine = ScriptedEngine(lambda p, s: seen.append(p) or "Answer: Ashvale")
+    out, _ = run_rollout(arm_rows(), engine, TEMPLATES, SAMPLING, rounds=2, top_k=1, seed=0, strategy="full")
+    assert all(x["selected"] == [0, 1, 2] for x in out[0]["rounds"])
+    assert all("c0 c1 c2" in p and "chunk0" not in p for p in seen)
+    with pytest.raises(ValueError, match="unknown rollout strategy"):
+        run_rollout(arm_rows(), engine, TEMPLATES, SAMPLING, rounds=1, top_k=1, seed=0, strategy="greedy")
+
+
 def rollout_row(i, responses, answer="Ashvale"):
     return {"id": str(i), "input": "Where?", "answer": answer, "context": "word " * 50,
             "rounds": [{"round": j + 1, "selected": [0], "reward": 0, "values": [0], "response": r} for j, r in enumerate(responses)]}

@@ -3,6 +3,16 @@
 Each round, the prompts of *all* samples of the shard go to the engine in one generate call. Every
 round of every sample is recorded. After each round the complete state is checkpointed to a resume
 file, so an interrupted job continues from the last finished round with identical results.
+
+``strategy`` selects the chunks of each round (the method and two ablations, same generation budget):
+
+- ``ucb`` (the method): the ``top_k`` arms with the largest upper confidence bound.
+- ``random``: ``top_k`` chunks drawn uniformly without replacement each round (seeded per sample
+  and round), ignoring the arm values.
+- ``full``: the whole original context every round (SeaLong-style sampling); ``selected`` lists
+  every chunk.
+
+The bandit's values are updated with the reward in all three, so the records have the same shape.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from ..prompts import join_chunks, render_answer
 from ..seeds import derive_seed
 
 log = get_logger("rollout")
+
+STRATEGIES = ("ucb", "random", "full")
 
 
 def fingerprint(rows: list[dict], settings: Mapping) -> str:
@@ -56,14 +68,18 @@ def run_rollout(
     seed: int,
     subem: str = "char",
     resume_path: str | Path | None = None,
+    strategy: str = "ucb",
 ) -> tuple[list[dict], dict]:
-    """Return (rollout rows, timing stats).
+    """Return (rollout rows, stats).
 
     Rollout row = embed row + ``rounds``: a list of ``{round, selected, reward, values, response}``
-    (``selected`` in document order, ``values`` after the update).
+    (``selected`` in document order, ``values`` after the update). Stats: wall time in total and
+    inside the engine's generate calls, the share outside it, generations and prompt tokens sent.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown rollout strategy {strategy!r}; expected one of {STRATEGIES}")
     settings = {"rounds": rounds, "top_k": top_k, "seed": seed, "subem": subem, "sampling": vars(sampling),
-                "templates": dict(templates)}
+                "templates": dict(templates), "strategy": strategy}
     fp = fingerprint(rows, settings)
     bandits = [UCBBandit(r["init_values"], np.random.default_rng(derive_seed(seed, "ucb", r["id"]))) for r in rows]
     history: list[list[dict]] = [[] for _ in rows]
@@ -80,15 +96,18 @@ def run_rollout(
             log.info("rollout: ignoring stale resume file %s", resume_path)
 
     t_engine = 0.0
+    generations = 0
     t0 = time.perf_counter()
     active = [i for i, r in enumerate(rows) if r["chunks"]]
     for rnd in range(start_round, rounds + 1):
-        selected = {i: bandits[i].select(top_k) for i in active}
-        conversations = [render_answer(templates, join_chunks(rows[i]["chunks"], selected[i]), rows[i]["input"]) for i in active]
+        selected = {i: _select(strategy, bandits[i], top_k, seed, rows[i]["id"], rnd) for i in active}
+        conversations = [render_answer(templates, _context(strategy, rows[i], selected[i]), rows[i]["input"])
+                         for i in active]
         seeds = [derive_seed(seed, "rollout", rows[i]["id"], rnd) for i in active]
         te = time.perf_counter()
         responses = engine.generate(conversations, sampling, seeds) if active else []
         t_engine += time.perf_counter() - te
+        generations += len(responses)
         rewards = []
         for i, response in zip(active, responses):
             reward = rollout_reward(response, rows[i]["answer"], subem)
@@ -107,6 +126,23 @@ def run_rollout(
         new = dict(row)
         new["rounds"] = hist
         out.append(new)
-    stats = {"seconds_total": total, "seconds_engine": t_engine,
+    stats = {"strategy": strategy, "generations": generations, "seconds_total": total, "seconds_engine": t_engine,
              "overhead_share": (total - t_engine) / total if total > 0 else 0.0}
     return out, stats
+
+
+def _select(strategy: str, bandit: UCBBandit, top_k: int, seed: int, sample_id: str, rnd: int) -> list[int]:
+    """The round's chunk indices in document order (the bandit's round counter advances in all cases)."""
+    if strategy == "ucb":
+        return bandit.select(top_k)
+    bandit.t += 1
+    n = bandit.n_arms
+    if strategy == "full":
+        return list(range(n))
+    rng = np.random.default_rng(derive_seed(seed, "random-k", sample_id, rnd))
+    return sorted(int(i) for i in rng.choice(n, size=min(top_k, n), replace=False))
+
+
+def _context(strategy: str, row: Mapping, selected: list[int]) -> str:
+    """The context the LLM sees: the original text for ``full``, else the selected chunks joined."""
+    return row["context"] if strategy == "full" else join_chunks(row["chunks"], selected)
