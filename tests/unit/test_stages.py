@@ -101,6 +101,15 @@ def test_run_probe_keeps_matching_and_counts_drops():
     assert len(row["chunks"]) == len(row["chunk_passages"]) and row["chunk_passages"][0] == [1]
 
 
+def test_run_probe_keep_unmatched_returns_all_rows_but_counts_drops():
+    engine = ScriptedEngine(lambda p, s: "The answer is Ashvale." if "(0)" in p else "The answer is Runa.")
+    rows, stats = run_probe([sample(0), sample(1)], engine, TEMPLATES, SAMPLING, {"chunk_size": 8}, seed=1,
+                            keep_unmatched=True)
+    assert [r["id"] for r in rows] == ["0", "1"] and all(r["chunks"] for r in rows)
+    assert "probe_drop_reason" not in rows[0] and "does not match" in rows[1]["probe_drop_reason"]
+    assert stats["kept"] == 1 and stats["dropped"] == 1
+
+
 def test_context_shorter_than_one_chunk_is_one_arm():
     engine = ScriptedEngine(lambda p, s: "The answer is Ashvale")
     kept, _ = run_probe([sample(0)], engine, TEMPLATES, SAMPLING, {"chunk_size": 10_000}, seed=1)

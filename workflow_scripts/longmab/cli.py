@@ -106,7 +106,32 @@ def _synth_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- convert ----------------------------------------------------------------------------------------
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a MuSiQue or HotpotQA file (JSON list or JSONL)")
+    p.add_argument("output", help="raw training JSONL to write ({id, input, answer, context, evidence})")
+    p.add_argument("--format", required=True, choices=["musique", "hotpotqa"])
+    p.add_argument("--limit", type=int, default=0, help="keep the first N samples (0: all)")
+
+
+def _convert_run(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+    from .io import write_jsonl
+
+    try:
+        samples = convert_file(args.input, args.format, args.limit)
+    except (OSError, ValueError) as exc:
+        print(f"longmab convert: error: {exc}", file=sys.stderr)
+        return 2
+    write_jsonl(args.output, samples)
+    print(f"{args.output}: {len(samples)} samples")
+    return 0
+
+
 register("validate", "check raw training JSONL files (exit 1 on problems)", _validate_args, _validate_run)
+register("convert", "convert MuSiQue / HotpotQA files into raw training JSONL", _convert_args, _convert_run)
 register("synth", "write the seeded synthetic train/test data", _synth_args, _synth_run)
 
 

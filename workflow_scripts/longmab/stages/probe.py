@@ -43,12 +43,17 @@ def run_probe(
     sampling: SamplingConfig,
     chunking: Mapping[str, int],
     seed: int,
+    keep_unmatched: bool = False,
 ) -> tuple[list[dict], dict]:
     """Return (kept probe rows, stats). One engine call for all samples.
 
     Probe rows follow the contract in docs/design.md: the raw sample plus ``probe``, ``chunks``
     (exact substrings of the context, document order) and ``chunk_passages`` (which ``Passage i:``
     each chunk overlaps; empty lists for contexts without such headers).
+
+    ``keep_unmatched=True`` (benchmarks of arm selection only; the pipeline never sets it) also
+    returns the rows whose probe would be dropped, each with ``probe_drop_reason``; the stats still
+    count them as dropped.
     """
     conversations = [render_probe(templates, s["context"], s["input"], s["answer"]) for s in samples]
     seeds = [derive_seed(seed, "probe", s["id"]) for s in samples]
@@ -59,7 +64,8 @@ def run_probe(
         reason = drop_reason(probe, sample["answer"])
         if reason is not None:
             dropped.append({"id": sample["id"], "reason": reason})
-            continue
+            if not keep_unmatched:
+                continue
         spans = chunk_spans(
             sample["context"],
             engine.count_tokens,
@@ -71,13 +77,15 @@ def run_probe(
         row["probe"] = probe
         row["chunks"] = [sample["context"][s:e] for s, e in spans]
         row["chunk_passages"] = chunk_passages(sample["context"], spans)
+        if reason is not None:
+            row["probe_drop_reason"] = reason
         kept.append(row)
     stats = {
         "samples": len(samples),
-        "kept": len(kept),
+        "kept": len(samples) - len(dropped),
         "dropped": len(dropped),
         "dropped_ids": dropped,
-        "mean_chunks": (sum(len(r["chunks"]) for r in kept) / len(kept)) if kept else 0.0,
+        "mean_chunks": (sum(len(r["chunks"]) for r in kept) / len(kept)) if kept else 0.0,  # rows returned
     }
-    log.info("probe: kept %d / %d (%d dropped)", len(kept), len(samples), len(dropped))
+    log.info("probe: kept %d / %d (%d dropped)", stats["kept"], len(samples), len(dropped))
     return kept, stats
