@@ -1,8 +1,8 @@
 """Figures: the numbers plotted and non-trivial PNGs, also for empty inputs."""
 
+from longmab.evidence import evidence_chunks
 from longmab.plots import (
     arm_value_history,
-    evidence_chunks,
     loss_curve,
     plot_arm_values,
     plot_benchmark_bars,

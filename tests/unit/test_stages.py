@@ -227,6 +227,7 @@ def test_build_pairs_best_vs_worst_and_ties_counted():
     assert p["indices"][0] == 1 and p["indices"][1] in (0, 2)
     assert "Where?" in p["prompt"] and p["prompt"].count("word") < 50  # middle-truncated context
     assert stats["mean_distinct_responses"] == pytest.approx((3 + 1) / 2)
+    assert stats["mean_rollout_reward"] == 0.0 and stats["evidence_hit_rate"]["all"] is None  # no annotation
     again, _ = build_pairs(rows, TEMPLATES, str.split, " ".join, max_prompt_length=40, reserve_tokens=4, seed=0)
     assert again == pairs
 

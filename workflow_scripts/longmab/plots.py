@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from .evidence import evidence_chunks
 from .io import _tmp_sibling
 
 DPI = 110
@@ -86,13 +87,6 @@ def plot_reward_per_round(rollout_rows: Sequence[Mapping], path: str | os.PathLi
     ax.set_title("Rollout reward per round")
     _save(fig, path)
     return {"rounds": rounds, "mean_reward": means, "samples": counts}
-
-
-def evidence_chunks(row: Mapping) -> list[bool]:
-    """Per chunk: does it overlap an evidence passage? (``chunk_passages`` vs ``evidence``; all
-    False when the row has no evidence annotation)."""
-    evidence = {int(e) for e in row.get("evidence") or []}
-    return [bool(evidence.intersection(int(p) for p in ps)) for ps in row.get("chunk_passages") or []]
 
 
 def arm_value_history(row: Mapping) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Callable, Mapping
 
+from ..evidence import evidence_hit_rates
 from ..logs import get_logger
 from ..metrics import strict_reward
 from ..pairs import build_pair_prompt, select_pair
@@ -26,6 +27,7 @@ def build_pairs(
 ) -> tuple[list[dict], dict]:
     """Return (pair rows, partial stats). Responses are re-scored with the strict reward."""
     pairs, ties, no_rounds, distinct = [], [], [], []
+    rewards = [float(r["reward"]) for row in rollout_rows for r in row.get("rounds", [])]
     for row in rollout_rows:
         responses = [r["response"] for r in row.get("rounds", [])]
         if not responses:
@@ -56,6 +58,8 @@ def build_pairs(
         "mean_chosen_reward": mean(p["chosen_reward"] for p in pairs) if pairs else 0.0,
         "mean_rejected_reward": mean(p["rejected_reward"] for p in pairs) if pairs else 0.0,
         "mean_distinct_responses": mean(distinct) if distinct else 0.0,
+        "mean_rollout_reward": mean(rewards) if rewards else 0.0,
+        "evidence_hit_rate": evidence_hit_rates(rollout_rows),
         "reward_variant": f"strict (SubEM {subem} + F1 on the extracted answer) / 2",
     }
     log.info("pairs: %d pairs from %d samples (%d ties skipped)", len(pairs), len(rollout_rows), len(ties))
