@@ -32,8 +32,10 @@ $(STAMP): requirements.txt pyproject.toml envs/cpu-shims/torchaudio/__init__.py
 	$(BIN)/python -c "import vllm, llamafactory.train.tuner, sentence_transformers, snakemake, longmab" && \
 	touch $(STAMP) && echo ">> $(VENV) ready in $$(( $$(date +%s) - start )) s"
 
+# The pipeline, then its HTML report (results/report.html; a second, quick Snakemake call).
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)
