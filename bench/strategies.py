@@ -127,12 +127,14 @@ def main(argv=None) -> int:
     from longmab.config import load_config
     from longmab.engine import SamplingConfig, make_engine
     from longmab.evidence import evidence_hit_rates
+    from longmab.logs import setup_logging
     from longmab.prompts import load_templates
     from longmab.stages.embed import initial_values, load_encoder
     from longmab.stages.pairs import build_pairs
     from longmab.stages.probe import probe_sampling, run_probe
     from longmab.stages.rollout import run_rollout
 
+    setup_logging()  # per-round progress of probe and rollout on stderr
     config = load_config(args.config)
     for key, section, name in [("rounds", "rollout", "rounds"), ("top_k", "rollout", "top_k"),
                                ("chunk_size", "chunking", "chunk_size"), ("max_tokens", "sampling", "max_tokens"),

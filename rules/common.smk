@@ -69,10 +69,10 @@ def eval_metrics(models=None):
     )
 
 
-def engine_params():
+def engine_params(backend=None):
     """Everything about the engine that changes generated text (a plain dict: a params rerun trigger)."""
     return {
-        "backend": config["engine"]["backend"],
+        "backend": backend or config["engine"]["backend"],
         "dtype": config["engine"]["dtype"],
         "max_model_len": config["engine"]["max_model_len"],
         "model": config["models"]["policy"],

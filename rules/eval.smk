@@ -10,7 +10,7 @@ rule eval:
         metrics=expand("results/eval/{{model}}/{bench}/metrics.json", bench=BENCHMARKS),
     params:
         model=eval_model_path,
-        engine=engine_params(),
+        engine=engine_params(config["eval"]["backend"]),
         benchmarks=config["eval"]["benchmarks"],
         max_samples=config["eval"]["max_samples"],
         max_input_len=config["eval"]["max_input_len"],
