@@ -16,7 +16,8 @@ sampling seeds) and its responses are paired exactly as the `pairs` rule does (Â
 
 Columns: pair yield = pairs / samples; gap = mean (chosen - rejected) strict reward over the pairs;
 distinct = distinct responses per sample; evidence hit = share of rounds whose selected chunks
-cover every evidence passage (``any`` = at least one); mean reward = rollout reward over all rounds;
+cover every evidence passage (``any`` = at least one); round 1 hit = the same for round 1 alone
+(the initial values' choice under UCB); mean reward = rollout reward over all rounds;
 gen/s = generations / rollout wall time; prompt tok/gen = prompt tokens per generation; outside
 engine = share of the rollout's wall time spent outside the engine's generate calls.
 Settings not given on the command line come from --config (default config.yaml).
@@ -93,13 +94,13 @@ def fmt(x, spec=".2f") -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| strategy | samples | pair yield | gap | distinct | evidence hit (all / any) | mean reward | "
-             "gen/s | prompt tok/gen | outside engine |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | samples | pair yield | gap | distinct | evidence hit (all / any) | round 1 hit (all) | "
+             "mean reward | gen/s | prompt tok/gen | outside engine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
             f"| {r['strategy']} | {r['samples']} | {fmt(r['pair_yield'])} | {fmt(r['gap'])} | "
-            f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} / {fmt(r['evidence_any'])} | "
+            f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} / {fmt(r['evidence_any'])} | {fmt(r['evidence_round1'])} | "
             f"{fmt(r['mean_reward'], '.3f')} | {fmt(r['gen_per_s'])} | {fmt(r['prompt_tokens_per_gen'], '.0f')} | "
             f"{fmt(100 * r['overhead_share'], '.1f')} % |")
     return "\n".join(lines)
