@@ -44,8 +44,8 @@ def evidence_hit_rates(rollout_rows: Iterable[Mapping]) -> dict:
             if rnd["round"] == 1:
                 first.append(a)
     return {
-        "all": mean(hits_all) if hits_all else None,
-        "any": mean(hits_any) if hits_any else None,
-        "round1_all": mean(first) if first else None,
+        "all": float(mean(hits_all)) if hits_all else None,
+        "any": float(mean(hits_any)) if hits_any else None,
+        "round1_all": float(mean(first)) if first else None,
         "rounds": len(hits_all),
     }
