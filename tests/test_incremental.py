@@ -58,16 +58,18 @@ def test_no_change_nothing_to_do(run_copy):
     assert planned(run_copy) == {}
 
 
-def test_eval_key_reruns_only_eval_side(run_copy):
+@pytest.mark.parametrize("change", [{"max_tokens": 17}, {"backend": "transformers"}])
+def test_eval_key_reruns_only_eval_side(run_copy, change):
     expected = downstream_of(run_copy, "eval")
     assert expected.get("eval") and all(EVAL_SIDE.match(r) for r in expected), expected
-    assert planned(run_copy, {"eval": {"max_tokens": 17}}) == expected
+    assert planned(run_copy, {"eval": change}) == expected
 
 
-def test_rollout_rounds_reruns_rollout_and_downstream(run_copy):
+@pytest.mark.parametrize("change", [{"rounds": 2}, {"strategy": "random"}])
+def test_rollout_key_reruns_rollout_and_downstream(run_copy, change):
     expected = downstream_of(run_copy, "rollout")
     assert {"rollout", "pairs"} <= set(expected) and not {"data", "probe", "embed"} & set(expected)
-    assert planned(run_copy, {"rollout": {"rounds": 2}}) == expected
+    assert planned(run_copy, {"rollout": change}) == expected
 
 
 def test_chunk_size_reruns_from_probe_on(run_copy):
