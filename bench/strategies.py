@@ -102,7 +102,7 @@ def table(results: list[dict]) -> str:
             f"| {r['strategy']} | {r['samples']} | {fmt(r['pair_yield'])} | {fmt(r['gap'])} | "
             f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} / {fmt(r['evidence_any'])} | {fmt(r['evidence_round1'])} | "
             f"{fmt(r['mean_reward'], '.3f')} | {fmt(r['gen_per_s'])} | {fmt(r['prompt_tokens_per_gen'], '.0f')} | "
-            f"{fmt(100 * r['overhead_share'], '.1f')} % |")
+            f"{fmt(100 * r['overhead_share'], '.2f')} % |")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ def main(smk):
         engine.close()
     write_jsonl(out, result)
     resume.unlink(missing_ok=True)
-    log.info("rollout (%s): %d generations in %.1f s, %.1f%% outside the engine", stats["strategy"],
+    log.info("rollout (%s): %d generations in %.1f s, %.2f%% outside the engine", stats["strategy"],
              stats["generations"], stats["seconds_total"], 100 * stats["overhead_share"])
 
 
