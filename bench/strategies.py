@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int)
     ap.add_argument("--temperature", type=float)
     ap.add_argument("--backend", choices=["vllm", "transformers"])
+    ap.add_argument("--model", help="policy folder (default: the config's models.policy; embedded = built once "
+                                    "into results/models/policy)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--all-probes", action="store_true",
                     help="also roll out samples whose probe answer does not match (not the method's filter)")
@@ -163,7 +165,8 @@ def main(argv=None) -> int:
           f"{vars(sampling)}, seed {seed}", flush=True)
 
     t = time.perf_counter()
-    engine = CountingEngine(make_engine(eng["backend"], policy_path(config), dtype=eng["dtype"],
+    model = args.model or policy_path(config)
+    engine = CountingEngine(make_engine(eng["backend"], model, dtype=eng["dtype"],
                                         max_model_len=eng["max_model_len"], seed=seed))
     start_s = time.perf_counter() - t
     results: list[dict] = []

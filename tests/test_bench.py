@@ -1,0 +1,33 @@
+"""bench/strategies.py runs end to end on a real engine (a smoke run; its numbers are not asserted
+as figures, only as well-formed results of the four strategies at one budget)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, snakemake_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_strategies_bench_small_run(tiny_run, tmp_path):
+    out = tmp_path / "strategies.json"
+    cmd = [sys.executable, str(REPO / "bench" / "strategies.py"), "--data", str(tiny_run / "data" / "train.jsonl"),
+           "--limit", "2", "--rounds", "2", "--top-k", "1", "--max-tokens", "16", "--backend", "transformers",
+           "--model", str(tiny_run / "results" / "models" / "policy"), "--all-probes", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    rows = {r["strategy"]: r for r in result["results"]}
+    assert list(rows) == ["ucb-probe", "ucb-random", "random-k", "full"]
+    for r in rows.values():
+        assert r["samples"] == 2 and r["generations"] == 4  # same budget: 2 samples x 2 rounds
+        assert 0 <= r["evidence_all"] <= r["evidence_any"] <= 1 and 0 <= r["overhead_share"] < 1
+        assert r["pairs"] <= 2 and r["gen_per_s"] > 0
+    assert rows["full"]["evidence_all"] == 1.0  # the whole context holds every evidence passage
+    assert rows["full"]["prompt_tokens_per_gen"] > rows["ucb-probe"]["prompt_tokens_per_gen"]
+    table = proc.stdout[proc.stdout.index("| strategy |"):]
+    assert all(f"| {name} | 2 |" in table for name in rows)
