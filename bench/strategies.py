@@ -67,13 +67,15 @@ class CountingEngine:
 
 def load_samples(path: str, fmt: str, limit: int) -> list[dict]:
     from longmab.convert import convert_file
-    from longmab.validate import scan_file
+    from longmab.validate import DataError
+    from longmab.validate import load_samples as load_raw
 
     if fmt != "raw":
         return convert_file(path, fmt, limit)
-    errors, samples = scan_file(path)
-    if errors:
-        raise SystemExit("\n".join(errors))
+    try:
+        samples = load_raw(path)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
     return samples[:limit] if limit > 0 else samples
 
 

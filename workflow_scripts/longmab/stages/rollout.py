@@ -132,10 +132,9 @@ def run_rollout(
 
 
 def _select(strategy: str, bandit: UCBBandit, top_k: int, seed: int, sample_id: str, rnd: int) -> list[int]:
-    """The round's chunk indices in document order (the bandit's round counter advances in all cases)."""
+    """The round's chunk indices in document order (only ``ucb`` consults the bandit)."""
     if strategy == "ucb":
         return bandit.select(top_k)
-    bandit.t += 1
     n = bandit.n_arms
     if strategy == "full":
         return list(range(n))
