@@ -1,4 +1,6 @@
-# LongMab-PO as a Snakemake pipeline: data -> probe -> embed -> rollout -> pairs -> dpo -> eval -> tables.
+# LongMab-PO as a Snakemake pipeline: data -> probe -> embed -> rollout -> pairs -> dpo -> eval -> tables
+# (the SeaLong baseline: data -> sealong -> mbr -> pairs). Every output folder is named by what
+# determines it (rules/common.smk, longmab/runs.py), so named runs share work and never overwrite.
 # The algorithm lives in workflow_scripts/longmab/ (no Snakemake imports); rules are thin adapters.
 from snakemake.utils import min_version
 
@@ -17,6 +19,7 @@ include: "rules/model.smk"
 include: "rules/probe.smk"
 include: "rules/embed.smk"
 include: "rules/rollout.smk"
+include: "rules/sealong.smk"
 include: "rules/pairs.smk"
 include: "rules/dpo.smk"
 include: "rules/eval.smk"
@@ -24,6 +27,12 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True
+
+
+rule preference_data:
+    """Stop after the preference data: every run's pairs (`snakemake preference_data`)."""
+    input:
+        [f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in RUNS],

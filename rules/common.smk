@@ -1,35 +1,140 @@
-# Shared Python for the rules: config validation, paths, shard lists, input functions.
+# Shared Python for the rules: config validation, the runs' plan (every output named by what
+# determines it), input functions and parameter lookups. The logic lives in the library
+# (workflow_scripts/longmab/runs.py, config.py, provenance.py); this file only wires it.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-from longmab.config import ConfigError, validate_config  # noqa: E402
+from snakemake.utils import validate
 
+WORKFLOW_SCRIPTS = str(Path(workflow.basedir) / "workflow_scripts")
+sys.path.insert(0, WORKFLOW_SCRIPTS)
+from longmab.jobenv import prefer_library  # noqa: E402
+
+# Jobs import the library of THIS workflow, not whatever checkout an editable install points to.
+prefer_library(WORKFLOW_SCRIPTS)
+
+from longmab.config import ConfigError, explain_errors  # noqa: E402
+from longmab.provenance import code_hash  # noqa: E402
+from longmab.runs import TAG_PATTERN, build_plan, validate_runs  # noqa: E402
+
+# Bad keys and values fail here, before any job, naming the key (our messages; then
+# snakemake.utils.validate fills the schema's defaults).
+_problems = explain_errors(config)
+if _problems:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
+validate(config, "../schemas/config.schema.yaml")
 try:
-    validate_config(config)
+    RUN_CONFIGS = validate_runs(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-RUN = config["run"]
+
+def _script(name):
+    return str(Path(workflow.basedir) / "workflow_scripts" / f"{name}.py")
+
+
+# The version of the library code each rule script runs (its import closure, docstrings and
+# comments excluded): a params value, so a code change re-runs that stage and what follows.
+CODE = {
+    name: code_hash(_script(name))
+    for name in (
+        "data",
+        "build_model",
+        "probe",
+        "embed",
+        "rollout",
+        "sealong",
+        "mbr",
+        "pairs",
+        "dpo_config",
+        "dpo_train",
+        "dpo_export",
+        "evaluate",
+        "tables",
+        "plots",
+    )
+}
+# The training code (longmab/dpo.py: the LLaMA-Factory arguments and runs) also names the trained
+# model's folder: new training code trains a new adapter beside the old one instead of replacing it.
+PLAN = build_plan(
+    config,
+    dpo_code=code_hash(
+        Path(WORKFLOW_SCRIPTS) / "longmab" / "dpo.py", follow_imports=False
+    ),
+    configs=RUN_CONFIGS,
+)
+STUDY = PLAN.study
+RUNS = list(PLAN.runs)
 SHARDS = [f"{i:03d}" for i in range(config["data"]["shards"])]
 EMBEDDED_POLICY = "results/models/policy"
-# Evaluated models: "base" (the configured policy) and this run's merged DPO model (named by the run).
-if RUN == "base":
-    raise WorkflowError("config key 'run': 'base' is reserved for the untrained policy's evaluation")
-EVAL_MODELS = [RUN if m == "trained" else m for m in config["eval"]["models"]]
 BENCHMARKS = list(config["eval"]["benchmarks"])
-PLOTS = [
-    "results/plots/rollout_reward.png",
-    "results/plots/arm_values.png",
-    "results/plots/dpo_loss.png",
-    "results/plots/benchmarks_subem.png",
-]
+EVAL_TAGS = ([PLAN.base] if "base" in config["eval"]["models"] else []) + (
+    [PLAN.runs[r]["eval"] for r in RUNS]
+    if "trained" in config["eval"]["models"]
+    else []
+)
+ROLLOUT_RUNS = [r for r in RUNS if "rollout" in PLAN.runs[r]]
 
 
 wildcard_constraints:
     shard=r"\d\d\d+",
-    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    tag=TAG_PATTERN,
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan lookups (params are plain values: Snakemake's params trigger re-runs exactly what changed)
+
+
+def det(stage, wc):
+    """The determinants of ``stage``'s folder ``wc.tag`` (a plain dict)."""
+    return PLAN.stages[stage][wc.tag]
+
+
+def P(stage, *keys, default=None):
+    """A params function: ``det(stage, wc)[k1][k2]...`` (``default`` when a key is absent)."""
+
+    def lookup(wc):
+        value = det(stage, wc)
+        for k in keys:
+            if not isinstance(value, dict) or k not in value:
+                return default
+            value = value[k]
+        return value
+
+    return lookup
+
+
+def engine_param(stage):
+    """The engine settings of a generating stage, as the rule scripts read them."""
+
+    def lookup(wc):
+        e = det(stage, wc)["engine"]
+        return {
+            "backend": e["backend"],
+            "dtype": e["dtype"],
+            "max_model_len": e["max_model_len"],
+            "model": e["policy"],
+        }
+
+    return lookup
+
+
+def run_config(stage):
+    """A run config that owns ``stage``'s folder (they agree on every key that matters to it)."""
+
+    def lookup(wc):
+        runs = PLAN.runs_of(stage, wc.tag)
+        return PLAN.configs[runs[0]] if runs else config
+
+    return lookup
+
+
+def data_dir(tag):
+    return f"results/data/{tag}"
+
+
+def data_shard(stage):
+    return lambda wc: f"{data_dir(det(stage, wc)['data'])}/shards/{wc.shard}.jsonl"
 
 
 def policy_input():
@@ -39,52 +144,127 @@ def policy_input():
 
 def policy_path():
     """model_name_or_path of the policy: the built embedded folder or the configured path / hub id."""
-    return EMBEDDED_POLICY if config["models"]["policy"] == "embedded" else config["models"]["policy"]
+    return (
+        EMBEDDED_POLICY
+        if config["models"]["policy"] == "embedded"
+        else config["models"]["policy"]
+    )
 
 
-def merged_model(run):
-    return f"results/dpo/{run}/merged"
+def merged_model(dpo_tag):
+    return f"results/dpo/{dpo_tag}/merged"
 
 
-def deepspeed_input():
+def deepspeed_input(wc):
     """The DeepSpeed config file as an input of the DPO training (nothing when unset)."""
-    return [config["dpo"]["deepspeed"]] if config["dpo"]["deepspeed"] else []
+    ds = det("dpo", wc)["dpo"]["deepspeed"]
+    return [ds] if ds else []
 
 
-def eval_model_input(wildcards):
+def eval_model_input(wc):
     """The evaluated model folder: the built embedded policy (or nothing for a user path / hub id)
-    for "base", the merged DPO model for the run."""
-    return policy_input() if wildcards.model == "base" else [merged_model(wildcards.model)]
+    for the base model, the merged DPO model for a run."""
+    model = det("eval", wc)["model"]
+    return policy_input() if model["kind"] == "base" else [merged_model(model["dpo"])]
 
 
-def eval_model_path(wildcards):
-    return policy_path() if wildcards.model == "base" else merged_model(wildcards.model)
+def eval_model_path(wc):
+    model = det("eval", wc)["model"]
+    return policy_path() if model["kind"] == "base" else merged_model(model["dpo"])
 
 
-def eval_metrics(models=None):
+def pairs_inputs(wc):
+    """Method-dependent inputs of the pair stage: rollout shards (+ probe stats) for LongMab-PO,
+    MBR-scored samples (+ sampling stats) for SeaLong; the data manifest and the policy tokenizer.
+    """
+    d = det("pairs", wc)
+    tags = PLAN.runs[PLAN.runs_of("pairs", wc.tag)[0]]
+    inputs = {
+        "manifest": f"{data_dir(tags['data'])}/manifest.json",
+        "model": policy_input(),
+    }
+    if d["method"] == "sealong":
+        inputs["scored"] = [f"results/mbr/{d['mbr']}/{s}.jsonl" for s in SHARDS]
+        inputs["stage_stats"] = [
+            f"results/sealong/{tags['sealong']}/{s}.stats.json" for s in SHARDS
+        ]
+    else:
+        inputs["rollouts"] = [
+            f"results/rollout/{d['rollout']}/{s}.jsonl" for s in SHARDS
+        ]
+        inputs["probe_stats"] = [
+            f"results/probe/{tags['probe']}/{s}.stats.json" for s in SHARDS
+        ]
+    return inputs
+
+
+def eval_name(wc):
+    """The model's name in metrics rows and tables: "base" or the run's name."""
+    if det("eval", wc)["model"]["kind"] == "base":
+        return "base"
+    return ", ".join(PLAN.runs_of("eval", wc.tag))
+
+
+def eval_metrics(tags=None):
     return expand(
-        "results/eval/{model}/{bench}/metrics.json",
-        model=models or EVAL_MODELS,
+        "results/eval/{tag}/{bench}/metrics.json",
+        tag=tags or EVAL_TAGS,
         bench=BENCHMARKS,
     )
 
 
-def engine_params(backend=None):
-    """Everything about the engine that changes generated text (a plain dict: a params rerun trigger)."""
-    return {
-        "backend": backend or config["engine"]["backend"],
-        "dtype": config["engine"]["dtype"],
-        "max_model_len": config["engine"]["max_model_len"],
-        "model": config["models"]["policy"],
-    }
+def tables_dir():
+    return f"results/tables/{STUDY}"
+
+
+def plots_dir():
+    return f"results/plots/{STUDY}"
+
+
+PLOTS = [
+    f"{plots_dir()}/benchmarks_subem.png",
+    f"{plots_dir()}/dpo_loss.png",
+] + (
+    [f"{plots_dir()}/rollout_reward.png", f"{plots_dir()}/arm_values.png"]
+    if ROLLOUT_RUNS
+    else []
+)
+TABLES = [
+    f"{tables_dir()}/{name}.{ext}"
+    for name in ("main", "data_quality")
+    for ext in ("csv", "md")
+]
 
 
 def final_outputs():
-    """The default target: the merged model, the benchmark tables and the plots."""
+    """The default target: every run's merged model, the study's tables and plots, the manifest."""
     return [
-        f"results/pairs/{RUN}/stats.json",
-        merged_model(RUN),
-        "results/tables/benchmarks.csv",
-        "results/tables/benchmarks.md",
+        f"results/runs/{STUDY}.json",
+        *(f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in RUNS),
+        *(merged_model(PLAN.runs[r]["dpo"]) for r in RUNS),
+        *TABLES,
         *PLOTS,
     ]
+
+
+def _note_kept_adapters():
+    """Say so when a run will train a new adapter beside one trained with other settings or code
+    (nothing is ever replaced: the folders are named by what determines them)."""
+    for run, tags in PLAN.runs.items():
+        current = Path("results/dpo") / tags["dpo"]
+        if (current / "adapter").exists():
+            continue
+        for old in sorted(Path("results/dpo").glob(f"{run}-*")):
+            if (
+                old != current
+                and (old / "adapter").is_dir()
+                and old.name.rsplit("-", 1)[0] == run
+            ):
+                logger.warning(
+                    f"run {run}: {old}/adapter was trained with other settings or training code; it is "
+                    f"kept, and the current settings train a new adapter in {current} "
+                    f"(results/runs/{STUDY}.json records which folder is which)"
+                )
+
+
+_note_kept_adapters()

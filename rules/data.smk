@@ -1,15 +1,16 @@
 rule data:
     """Validate the raw training JSONL (PATH:LINE errors) and split it into shards."""
     input:
-        config["data"]["train"],
+        lambda wc: det("data", wc)["train"],
     output:
-        shards=expand("results/data/shards/{shard}.jsonl", shard=SHARDS),
-        manifest="results/data/manifest.json",
-    params:
-        max_samples=config["data"]["max_samples"],
+        shards=expand("results/data/{{tag}}/shards/{shard}.jsonl", shard=SHARDS),
+        manifest="results/data/{tag}/manifest.json",
     log:
-        "results/logs/data.log",
+        "results/logs/data/{tag}.log",
     conda:
         "../envs/base.yaml"
+    params:
+        max_samples=P("data", "max_samples"),
+        code=CODE["data"],
     script:
         "../workflow_scripts/data.py"

@@ -4,48 +4,51 @@ localrules:
 
 
 rule dpo_config:
-    """Method §7: this run's LLaMA-Factory DPO training arguments, written as a yaml file
-    (re-run by hand with `llamafactory-cli train results/dpo/<run>/train.yaml`)."""
+    """Method §7: a run's LLaMA-Factory DPO training arguments, written as a yaml file
+    (re-run by hand with `llamafactory-cli train results/dpo/<tag>/train.yaml`)."""
     output:
-        "results/dpo/{run}/train.yaml",
-    params:
-        kind="train",
-        dpo=config["dpo"],
-        model=policy_path(),
-        template=config["models"]["template"],
-        dataset=lambda wc: f"longmab_{wc.run}",
-        dataset_dir=lambda wc: f"results/pairs/{wc.run}",
-        output_dir=lambda wc: f"results/dpo/{wc.run}/adapter",
-        seed=config["seed"],
+        "results/dpo/{tag}/train.yaml",
     log:
-        "results/logs/dpo/{run}.config.log",
+        "results/logs/dpo/{tag}.config.log",
     conda:
         "../envs/llamafactory.yaml"
+    params:
+        kind="train",
+        dpo=P("dpo", "dpo"),
+        model=policy_path(),
+        template=P("dpo", "template"),
+        dataset=lambda wc: f"longmab_{det('dpo', wc)['pairs']}",
+        dataset_dir=lambda wc: f"results/pairs/{det('dpo', wc)['pairs']}",
+        output_dir=lambda wc: f"results/dpo/{wc.tag}/adapter",
+        seed=P("dpo", "seed"),
+        runs=lambda wc: PLAN.runs_of("dpo", wc.tag),
     script:
         "../workflow_scripts/dpo_config.py"
 
 
 rule dpo_train:
-    """Method §7: DPO (LoRA) on this run's preference pairs with `llamafactory-cli train`. Trains
-    into a temporary folder renamed into place at the end; keeps LLaMA-Factory's loss log."""
+    """Method §7: DPO (LoRA) on a run's preference pairs with `llamafactory-cli train`. Trains
+    into a temporary folder renamed into place at the end; keeps LLaMA-Factory's loss log. The
+    folder is named by everything that determines the adapter (pairs, dpo settings, policy, seed,
+    the training code), so no config or code change ever replaces a trained adapter."""
     input:
-        yaml="results/dpo/{run}/train.yaml",
-        pairs="results/pairs/{run}/pairs.jsonl",
-        dataset_info="results/pairs/{run}/dataset_info.json",
+        yaml="results/dpo/{tag}/train.yaml",
+        pairs=lambda wc: f"results/pairs/{det('dpo', wc)['pairs']}/pairs.jsonl",
+        dataset_info=lambda wc: f"results/pairs/{det('dpo', wc)['pairs']}/dataset_info.json",
         model=policy_input(),
-        deepspeed=deepspeed_input(),
+        deepspeed=deepspeed_input,
     output:
-        adapter=protected(directory("results/dpo/{run}/adapter")),
-        trainer_log="results/dpo/{run}/trainer_log.jsonl",
-    resources:
-        gpu=1,
+        adapter=protected(directory("results/dpo/{tag}/adapter")),
+        trainer_log="results/dpo/{tag}/trainer_log.jsonl",
     log:
-        main="results/logs/dpo/{run}.train.log",
-        llamafactory="results/logs/dpo/{run}.train.llamafactory.log",
+        main="results/logs/dpo/{tag}.train.log",
+        llamafactory="results/logs/dpo/{tag}.train.llamafactory.log",
     benchmark:
-        "results/benchmarks/dpo/{run}.train.tsv"
+        "results/benchmarks/dpo/{tag}.train.tsv"
     conda:
         "../envs/llamafactory.yaml"
+    resources:
+        gpu=1,
     script:
         "../workflow_scripts/dpo_train.py"
 
@@ -53,18 +56,19 @@ rule dpo_train:
 rule dpo_export_config:
     """The `llamafactory-cli export` arguments: merge the adapter into the policy on CPU."""
     output:
-        "results/dpo/{run}/export.yaml",
+        "results/dpo/{tag}/export.yaml",
+    log:
+        "results/logs/dpo/{tag}.export_config.log",
+    conda:
+        "../envs/llamafactory.yaml"
     params:
         kind="export",
         model=policy_path(),
-        template=config["models"]["template"],
-        finetuning_type=config["dpo"]["finetuning_type"],
-        adapter_dir=lambda wc: f"results/dpo/{wc.run}/adapter",
-        export_dir=lambda wc: f"results/dpo/{wc.run}/merged",
-    log:
-        "results/logs/dpo/{run}.export_config.log",
-    conda:
-        "../envs/llamafactory.yaml"
+        template=P("dpo", "template"),
+        finetuning_type=P("dpo", "dpo", "finetuning_type"),
+        adapter_dir=lambda wc: f"results/dpo/{wc.tag}/adapter",
+        export_dir=lambda wc: f"results/dpo/{wc.tag}/merged",
+        runs=lambda wc: PLAN.runs_of("dpo", wc.tag),
     script:
         "../workflow_scripts/dpo_config.py"
 
@@ -72,16 +76,16 @@ rule dpo_export_config:
 rule dpo_export:
     """Merge the LoRA adapter into the policy (`llamafactory-cli export`) for evaluation."""
     input:
-        yaml="results/dpo/{run}/export.yaml",
-        adapter="results/dpo/{run}/adapter",
+        yaml="results/dpo/{tag}/export.yaml",
+        adapter="results/dpo/{tag}/adapter",
         model=policy_input(),
     output:
-        protected(directory("results/dpo/{run}/merged")),
+        protected(directory("results/dpo/{tag}/merged")),
     log:
-        main="results/logs/dpo/{run}.export.log",
-        llamafactory="results/logs/dpo/{run}.export.llamafactory.log",
+        main="results/logs/dpo/{tag}.export.log",
+        llamafactory="results/logs/dpo/{tag}.export.llamafactory.log",
     benchmark:
-        "results/benchmarks/dpo/{run}.export.tsv"
+        "results/benchmarks/dpo/{tag}.export.tsv"
     conda:
         "../envs/llamafactory.yaml"
     script:

@@ -1,20 +1,23 @@
 rule embed:
     """Method §3: initial arm values (probe_similarity, query_similarity or seeded random)."""
     input:
-        probes="results/probe/{shard}.jsonl",
+        probes=lambda wc: f"results/probe/{det('embed', wc)['probe']}/{wc.shard}.jsonl",
     output:
-        "results/embed/{shard}.jsonl",
-    params:
-        method=config["init"]["method"],
-        embedder=config["models"]["embedder"],
-        prefix=config["models"]["embedder_query_prefix"],
-        trust_remote_code=config["models"]["trust_remote_code"],
-        seed=config["seed"],
+        "results/embed/{tag}/{shard}.jsonl",
     log:
-        "results/logs/embed/{shard}.log",
+        "results/logs/embed/{tag}/{shard}.log",
     benchmark:
-        "results/benchmarks/embed/{shard}.tsv"
+        "results/benchmarks/embed/{tag}/{shard}.tsv"
     conda:
         "../envs/embed.yaml"
+    resources:
+        gpu=1,
+    params:
+        method=P("embed", "method"),
+        embedder=P("embed", "embedder"),
+        prefix=P("embed", "prefix", default=""),
+        trust_remote_code=config["models"]["trust_remote_code"],
+        seed=P("embed", "seed", default=config["seed"]),
+        code=CODE["embed"],
     script:
         "../workflow_scripts/embed.py"

@@ -1,24 +1,28 @@
 rule pairs:
-    """Method §6: best vs worst response per sample -> DPO pairs (LLaMA-Factory dataset)."""
+    """Method §6: best vs worst response per sample -> DPO pairs (LLaMA-Factory dataset); or, for
+    pairs.method sealong, highest vs a lower-half MBR score (method.md §10)."""
     input:
-        rollouts=expand("results/rollout/{shard}.jsonl", shard=SHARDS),
-        probe_stats=expand("results/probe/{shard}.stats.json", shard=SHARDS),
-        manifest="results/data/manifest.json",
-        model=policy_input(),
+        unpack(pairs_inputs),
     output:
-        pairs="results/pairs/{run}/pairs.jsonl",
-        dataset_info="results/pairs/{run}/dataset_info.json",
-        stats="results/pairs/{run}/stats.json",
-    params:
-        policy=config["models"]["policy"],
-        max_prompt_length=config["pairs"]["max_prompt_length"],
-        reserve_tokens=config["pairs"]["reserve_tokens"],
-        subem=config["reward"]["subem"],
-        prompts=config["prompts"],
-        seed=config["seed"],
+        pairs="results/pairs/{tag}/pairs.jsonl",
+        dataset_info="results/pairs/{tag}/dataset_info.json",
+        stats="results/pairs/{tag}/stats.json",
     log:
-        "results/logs/pairs/{run}.log",
+        "results/logs/pairs/{tag}.log",
     conda:
         "../envs/base.yaml"
+    params:
+        method=P("pairs", "method"),
+        policy=P("pairs", "policy"),
+        max_prompt_length=P("pairs", "max_prompt_length"),
+        reserve_tokens=P("pairs", "reserve_tokens"),
+        subem=P("pairs", "subem"),
+        instruction=lambda wc: run_config("pairs")(wc)["pairs"]["sealong"][
+            "instruction"
+        ],
+        prompts=config["prompts"],
+        seed=P("pairs", "seed"),
+        runs=lambda wc: PLAN.runs_of("pairs", wc.tag),
+        code=CODE["pairs"],
     script:
         "../workflow_scripts/pairs.py"

@@ -53,7 +53,14 @@ def tiny_run(tmp_path_factory) -> Path:
     """The whole pipeline, run once on tests/configs/tiny.yaml; returns the work directory.
 
     data/ of the copy is replaced by tests/fixtures/tiny_data/ (easier samples, so that the tiny
-    SmolLM2 run yields preference pairs to train on; see the README there)."""
+    SmolLM2 run yields preference pairs to train on; see the README there).
+
+    ``LONGMAB_TINY_RUN=<dir>`` reuses such a work directory from an earlier session (developers:
+    re-run the e2e assertions without the 10-minute pipeline; Snakemake still brings it up to date)."""
+    reuse = os.environ.get("LONGMAB_TINY_RUN")
+    if reuse:
+        run_snakemake(Path(reuse), "--configfile", "tiny.yaml")
+        return Path(reuse)
     workdir = make_workdir(tmp_path_factory.mktemp("tiny"))
     shutil.copy2(REPO / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
     shutil.rmtree(workdir / "data")

@@ -23,7 +23,7 @@ from conftest import REPO, run_snakemake
 pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOTS = ["rollout_reward.png", "arm_values.png", "dpo_loss.png", "benchmarks_subem.png"]
+PLOTS = ["rollout_reward.png", "arm_values.png", "dpo_loss.png", "benchmarks_subem.png"]  # in results/plots/{study}/
 
 
 def merged_config(workdir: Path) -> dict:
@@ -44,23 +44,53 @@ def cfg(tiny_run) -> dict:
     return merged_config(tiny_run)
 
 
-def test_pairs(tiny_run, cfg):
-    run = cfg["run"]
-    pairs = read_jsonl(tiny_run / "results" / "pairs" / run / "pairs.jsonl")
-    stats = json.loads((tiny_run / "results" / "pairs" / run / "stats.json").read_text())
-    assert pairs, f"the tiny run made no preference pairs: {stats}"
-    assert stats["pairs"] == len(pairs)
+@pytest.fixture(scope="module")
+def manifest(tiny_run, cfg) -> dict:
+    """results/runs/{study}.json: every run's output folders."""
+    return json.loads((tiny_run / "results" / "runs" / f"{cfg.get('study') or cfg['run']}.json").read_text())
+
+
+def test_manifest_names_every_run(cfg, manifest):
+    assert set(manifest["runs"]) == set(cfg["runs"]) == {"tiny", "sealong"}
+    tiny, sealong = manifest["runs"]["tiny"], manifest["runs"]["sealong"]
+    assert tiny["data"] == sealong["data"]  # the runs share the validated shards
+    assert "rollout" in tiny and "mbr" in sealong and "rollout" not in sealong
+
+
+@pytest.mark.parametrize("run", ["tiny", "sealong"])
+def test_pairs(tiny_run, manifest, run):
+    folder = tiny_run / manifest["runs"][run]["pairs"]
+    pairs = read_jsonl(folder / "pairs.jsonl")
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["pairs"] == len(pairs) and stats["runs"] == [run]
+    if run == "tiny":
+        assert pairs, f"the tiny run made no preference pairs: {stats}"
+        assert stats["method"] == "longmab" and stats["probes_kept"] >= 1
+    else:
+        assert stats["method"] == "sealong" and stats["probes_kept"] is None
+        assert stats["generations"] == stats["samples_in"] * cfg_n_sealong(tiny_run)
+        assert stats["pairs"] + stats["ties_skipped"] == stats["samples_in"]
     for p in pairs:
-        assert p["chosen"] != p["rejected"] and p["chosen_reward"] > p["rejected_reward"]
+        assert p["chosen"] != p["rejected"]
         assert p["input"] in p["prompt"]
-    info = json.loads((tiny_run / "results" / "pairs" / run / "dataset_info.json").read_text())
-    assert info[f"longmab_{run}"]["ranking"] is True
+        if run == "tiny":
+            assert p["chosen_reward"] > p["rejected_reward"]
+        else:
+            assert p["chosen_mbr"] > p["rejected_mbr"]
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert info[f"longmab_{folder.name}"]["ranking"] is True
 
 
-def test_dpo_adapter_and_merged_model(tiny_run, cfg):
-    d = tiny_run / "results" / "dpo" / cfg["run"]
+def cfg_n_sealong(workdir: Path) -> int:
+    return merged_config(workdir)["pairs"]["sealong"]["n"]
+
+
+@pytest.mark.parametrize("run", ["tiny", "sealong"])
+def test_dpo_adapter_and_merged_model(tiny_run, cfg, manifest, run):
+    d = tiny_run / manifest["runs"][run]["dpo"]
     train = yaml.safe_load((d / "train.yaml").read_text())
-    assert train["stage"] == "dpo" and train["dataset"] == f"longmab_{cfg['run']}"
+    pairs_folder = Path(manifest["runs"][run]["pairs"]).name
+    assert train["stage"] == "dpo" and train["dataset"] == f"longmab_{pairs_folder}"
     assert train["model_name_or_path"] == "results/models/policy" and "bf16" not in train
     adapter = d / "adapter"
     assert (adapter / "adapter_config.json").is_file()
@@ -76,10 +106,16 @@ def test_dpo_adapter_and_merged_model(tiny_run, cfg):
     assert not list(d.glob(".adapter.*")) and not list(d.glob(".merged.*"))  # no temporary folders left
 
 
-def test_metrics_for_every_model_and_benchmark(tiny_run, cfg):
-    for model in ("base", cfg["run"]):
+def eval_folders(manifest) -> dict[str, str]:
+    """Model name -> its evaluation folder (base and every run)."""
+    return {"base": f"results/eval/{manifest['base_eval']}",
+            **{run: tags["eval"] for run, tags in manifest["runs"].items()}}
+
+
+def test_metrics_for_every_model_and_benchmark(tiny_run, cfg, manifest):
+    for model, folder in eval_folders(manifest).items():
         for bench, spec in cfg["eval"]["benchmarks"].items():
-            d = tiny_run / "results" / "eval" / model / bench
+            d = tiny_run / folder / bench
             m = json.loads((d / "metrics.json").read_text())
             preds = read_jsonl(d / "preds.jsonl")
             n_file = sum(1 for line in (tiny_run / spec["path"]).read_text().splitlines() if line.strip())
@@ -88,27 +124,46 @@ def test_metrics_for_every_model_and_benchmark(tiny_run, cfg):
             for key in ("em", "f1", "subem"):
                 assert 0.0 <= m[key] <= 100.0
                 assert m[key] == pytest.approx(100 * sum(p[key] for p in preds) / len(preds))
+            # provenance: the run, the model with a fingerprint, the settings chain, commit, seed
+            prov = m["provenance"]
+            assert prov["runs"] == [model] and prov["seed"] == cfg["seed"] and prov["tag"] == Path(folder).name
+            assert prov["model"]["fingerprint"] and prov["git_commit"]
+            assert prov["settings"]["benchmarks"][bench]["path"] == spec["path"]
+            if model != "base":
+                assert prov["settings"]["model"]["dpo"]["tag"] == Path(manifest["runs"][model]["dpo"]).name
+            assert m["items"]["id"] == [p["id"] for p in preds]
 
 
-def test_tables(tiny_run, cfg):
-    rows = list(csv.DictReader((tiny_run / "results" / "tables" / "benchmarks.csv").open()))
-    assert [r["model"] for r in rows] == ["base", cfg["run"]]
+def test_tables(tiny_run, cfg, manifest):
+    tables = tiny_run / "results" / "tables" / (cfg.get("study") or cfg["run"])
+    rows = list(csv.DictReader((tables / "main.csv").open()))
+    assert [r["model"] for r in rows] == ["base", "tiny", "sealong"]
+    folders = eval_folders(manifest)
     for bench in cfg["eval"]["benchmarks"]:
         for r in rows:
-            m = json.loads((tiny_run / "results" / "eval" / r["model"] / bench / "metrics.json").read_text())
+            m = json.loads((tiny_run / folders[r["model"]] / bench / "metrics.json").read_text())
             assert float(r[f"{bench}_subem"]) == pytest.approx(m["subem"], abs=1e-3)
             assert float(r[f"{bench}_em"]) == pytest.approx(m["em"], abs=1e-3)
     assert float(rows[0]["delta_subem"]) == 0.0
-    assert float(rows[1]["delta_subem"]) == pytest.approx(float(rows[1]["avg_subem"]) - float(rows[0]["avg_subem"]),
-                                                        abs=1e-3)
-    md = (tiny_run / "results" / "tables" / "benchmarks.md").read_text()
+    for r in rows[1:]:
+        assert float(r["delta_subem"]) == pytest.approx(float(r["avg_subem"]) - float(rows[0]["avg_subem"]), abs=1e-3)
+        assert float(r["delta_subem_lo"]) <= float(r["delta_subem"]) + 1e-9 <= float(r["delta_subem_hi"]) + 2e-9
+        assert r["eval_dir"] == folders[r["model"]] and r["git_commit"]
+    md = (tables / "main.md").read_text()
     assert md.startswith("| Model |")
-    assert re.search(rf"^\| {re.escape(cfg['run'])} \|", md, re.MULTILINE) and re.search(r"^\| base \|", md, re.MULTILINE)
+    for model in ("base", "tiny", "sealong"):
+        assert re.search(rf"^\| {re.escape(model)} \|", md, re.MULTILINE), md
+    quality = list(csv.DictReader((tables / "data_quality.csv").open()))
+    assert [q["run"] for q in quality] == ["tiny", "sealong"]
+    assert [q["method"] for q in quality] == ["longmab", "sealong"]
+    for q in quality:
+        stats = json.loads((tiny_run / manifest["runs"][q["run"]]["pairs"] / "stats.json").read_text())
+        assert int(q["pairs"]) == stats["pairs"] and int(q["samples_in"]) == stats["samples_in"]
 
 
-def test_plots(tiny_run):
+def test_plots(tiny_run, cfg):
     for name in PLOTS:
-        data = (tiny_run / "results" / "plots" / name).read_bytes()
+        data = (tiny_run / "results" / "plots" / (cfg.get("study") or cfg["run"]) / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 10_000, name
 
 
@@ -202,24 +257,25 @@ def test_report_renders_table_and_images(report_dom, cfg):
     visible = " ".join(page.text)
     # The React app ran: its navigation lists the result categories (these strings exist only as
     # rendered elements; the embedded data has them inside <script> elements, which are excluded).
-    for category in ("Benchmarks", "Rollout", "DPO"):
+    for category in ("Benchmarks", "Tables", "Rollout", "DPO"):
         assert category in visible, f"category {category!r} not rendered; visible text: {visible[:2000]}"
-    assert f"run {cfg['run']}" in " ".join(visible.split()), "workflow description (report/workflow.rst) not rendered"
+    assert "comparing the runs tiny, sealong" in " ".join(visible.split()), "workflow.rst not rendered"
     # The embedded results: the table and every figure, with their data.
     results = _js_var(page.scripts["results"], "results")
     by_name = {Path(k).name: v for k, v in results.items()}
-    table = _decode_data_uri(by_name["benchmarks.csv"]["data_uri"]).decode()
+    table = _decode_data_uri(by_name["main.csv"]["data_uri"]).decode()
     rows = list(csv.DictReader(table.splitlines()))
-    assert [r["model"] for r in rows] == ["base", cfg["run"]]
+    assert [r["model"] for r in rows] == ["base", "tiny", "sealong"]
+    assert "data_quality.csv" in by_name
     for name in PLOTS:
         assert by_name[name]["mime_type"] == "image/png", name
         assert _decode_data_uri(by_name[name]["data_uri"])[:8] == PNG_MAGIC, name
     categories = _js_var(page.scripts["categories"], "categories")
-    assert {"Benchmarks", "Rollout", "DPO"} <= set(categories)
+    assert {"Benchmarks", "Tables", "Rollout", "DPO"} <= set(categories)
 
 
 def test_make_run_target_is_the_tables():
     """`make run` = `snakemake --cores N` builds rule all, which ends at the tables (and plots, merged model)."""
     assert "$(BIN)/snakemake --cores $(CORES)" in (REPO / "Makefile").read_text()
     common = (REPO / "rules" / "common.smk").read_text()
-    assert '"results/tables/benchmarks.md"' in common
+    assert "*TABLES," in common and '("main", "data_quality")' in common

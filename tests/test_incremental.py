@@ -54,6 +54,11 @@ def downstream_of(workdir: Path, rule: str) -> dict[str, int]:
     return planned(workdir, None, "--forcerun", rule)
 
 
+def with_manifest(counts: dict[str, int]) -> dict[str, int]:
+    """A config change that renames folders also rewrites the run manifest (results/runs/*.json)."""
+    return {**counts, "run_manifest": 1}
+
+
 def test_no_change_nothing_to_do(run_copy):
     assert planned(run_copy) == {}
 
@@ -62,20 +67,21 @@ def test_no_change_nothing_to_do(run_copy):
 def test_eval_key_reruns_only_eval_side(run_copy, change):
     expected = downstream_of(run_copy, "eval")
     assert expected.get("eval") and all(EVAL_SIDE.match(r) for r in expected), expected
-    assert planned(run_copy, {"eval": change}) == expected
+    assert planned(run_copy, {"eval": change}) == with_manifest(expected)
 
 
 @pytest.mark.parametrize("change", [{"rounds": 2}, {"strategy": "random"}])
 def test_rollout_key_reruns_rollout_and_downstream(run_copy, change):
     expected = downstream_of(run_copy, "rollout")
-    assert {"rollout", "pairs"} <= set(expected) and not {"data", "probe", "embed"} & set(expected)
-    assert planned(run_copy, {"rollout": change}) == expected
+    assert {"rollout", "pairs"} <= set(expected) and not {"data", "probe", "embed", "sealong", "mbr"} & set(expected)
+    assert planned(run_copy, {"rollout": change}) == with_manifest(expected)
 
 
 def test_chunk_size_reruns_from_probe_on(run_copy):
     expected = downstream_of(run_copy, "probe")
     assert {"probe", "embed", "rollout", "pairs"} <= set(expected) and "data" not in expected
-    assert planned(run_copy, {"chunking": {"chunk_size": 200}}) == expected
+    assert "sealong" not in expected  # the SeaLong run reads the data shards, not the probe
+    assert planned(run_copy, {"chunking": {"chunk_size": 200}}) == with_manifest(expected)
 
 
 def test_raw_data_change_reruns_everything_downstream(run_copy):
@@ -88,5 +94,38 @@ def test_raw_data_change_reruns_everything_downstream(run_copy):
     sample = json.loads(lines[-1])
     sample["id"] = f"{sample['id']}-extra"
     raw.write_text("".join(lines) + json.dumps(sample) + "\n")
-    assert {"data", "probe", "embed", "rollout", "pairs"} <= set(expected)
+    assert {"data", "probe", "embed", "rollout", "sealong", "pairs"} <= set(expected)
     assert planned(run_copy) == expected
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_library_edit_reruns_its_stage_onward_not_before(run_copy):
+    """A behaviour change in the bandit (used by the rollout only) re-runs rollout and what follows,
+    never probe or embed; the jobs run the workflow's own copy of the library (PYTHONPATH)."""
+    bandit = run_copy / "workflow_scripts" / "longmab" / "bandit.py"
+    _edit(bandit, "#: Added to the pull counts in the exploration bonus (reference value).\nEPS = 1e-6",
+          "# documentation-only edit\nEPS = 1e-6")
+    assert planned(run_copy) == {}, "a comment edit must not re-run anything"
+    expected = downstream_of(run_copy, "rollout")
+    _edit(bandit, "EPS = 1e-6", "EPS = 1e-6\n_UNUSED = 0")
+    assert planned(run_copy) == expected
+    assert not {"data", "probe", "embed", "sealong", "mbr"} & set(expected)
+
+
+def test_a_changed_training_setting_never_replaces_a_trained_adapter(run_copy, tmp_path):
+    """As root (CI) Snakemake's protected() does not stop a re-run: the adapter folder is named by
+    everything that determines it, so a new learning rate trains a new adapter beside the old one."""
+    manifest = json.loads((run_copy / "results" / "runs" / "tiny.json").read_text())
+    old = manifest["runs"]["tiny"]["dpo"]
+    (run_copy / "change.yaml").write_text(json.dumps({"dpo": {"learning_rate": 1e-4}}))
+    proc = run_snakemake(run_copy, "-n", "--configfile", "tiny.yaml", "change.yaml")
+    counts = dry_run_counts(proc)
+    assert counts.get("dpo_train") == 2, counts  # both runs train with the new rate
+    assert f"{old}/adapter" not in proc.stdout, "the old adapter would be replaced"
+    assert "kept" in proc.stderr and old in proc.stderr, proc.stderr[-2000:]
+    assert (run_copy / old / "adapter" / "adapter_model.safetensors").is_file()

@@ -31,16 +31,18 @@ def cluster():
 def test_pipeline_through_pairs_on_slurm(cluster, tmp_path, monkeypatch):
     wd = make_workdir(tmp_path / "wf")
     shutil.copy2(REPO / "tests" / "configs" / "tiny.yaml", wd / "tiny.yaml")
+    (wd / "one-run.yaml").write_text("runs: null\n")  # the LongMab-PO run only (no SeaLong jobs)
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
-    target = "results/pairs/tiny/pairs.jsonl"
-    proc = run_snakemake(wd, target, *PROFILES, "--configfile", "tiny.yaml", check=False, timeout=3600)
+    proc = run_snakemake(wd, "preference_data", *PROFILES, "--configfile", "tiny.yaml", "one-run.yaml",
+                         check=False, timeout=3600)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
     # Every job went through sbatch (the plugin logs one line per submission).
     assert proc.stderr.count("has been submitted with SLURM jobid") >= 1 + 2 * 3 + 1, proc.stderr[-3000:]
-    assert (wd / target).exists()
-    stats = json.loads((wd / "results/pairs/tiny/stats.json").read_text())
-    manifest = json.loads((wd / "results/data/manifest.json").read_text())
+    pairs = list((wd / "results" / "pairs").glob("tiny-*/pairs.jsonl"))
+    assert len(pairs) == 1, pairs
+    stats = json.loads((pairs[0].parent / "stats.json").read_text())
+    manifest = json.loads(next((wd / "results" / "data").glob("*/manifest.json")).read_text())
     expected = yaml.safe_load((wd / "tiny.yaml").read_text())["data"]["max_samples"]
     assert manifest["samples_used"] == expected and stats["samples_in"] == expected
     for stage in ("probe", "embed", "rollout"):
-        assert sorted(p.name for p in (wd / "results" / stage).glob("*.jsonl")) == ["000.jsonl", "001.jsonl"]
+        assert sorted(p.name for p in (wd / "results" / stage).glob("*/*.jsonl")) == ["000.jsonl", "001.jsonl"]

@@ -38,6 +38,16 @@ def test_lint_clean(workdir):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+def test_snakefmt_clean():
+    """The Snakefile and rules/ are formatted as snakefmt formats them (also `make lint`)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules/"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_config_validates(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
@@ -55,25 +65,81 @@ def test_paper_config_validates(name):
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_config_plan(workdir, name):
-    cfg = yaml.safe_load((workdir / "configs" / f"{name}.yaml").read_text())
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
     proc = run_snakemake(workdir, "-n", "--configfile", f"configs/{name}.yaml", "--replace-workflow-config")
     counts = dry_run_counts(proc)
     shards = cfg["data"]["shards"]
-    assert {r: counts.get(r) for r in ["data", "probe", "embed", "rollout", "pairs"]} == {
+    runs = cfg["runs"]
+    rollout_runs = [r for r, o in runs.items() if (o or {}).get("pairs", {}).get("method") != "sealong"]
+    inits = {((runs[r] or {}).get("init") or {}).get("method", cfg["init"]["method"]) for r in rollout_runs}
+    assert len(runs) == 6 and len(rollout_runs) == 5 and len(inits) == 3
+    # One probe per shard for all runs, one embed per shard and init method, a rollout per shard and
+    # run that rolls out, SeaLong's sampling and MBR once per shard, and per run one pair set, one DPO
+    # and one evaluation; the base model is evaluated once.
+    assert {r: counts.get(r) for r in ["data", "probe", "embed", "rollout", "sealong", "mbr", "pairs"]} == {
         "data": 1,
         "probe": shards,
-        "embed": shards,
-        "rollout": shards,
-        "pairs": 1,
+        "embed": shards * len(inits),
+        "rollout": shards * len(rollout_runs),
+        "sealong": shards,
+        "mbr": shards,
+        "pairs": len(runs),
     }, counts
     assert "embedded_policy" not in counts, "a hub-id policy needs no embedded model"
-    # One DPO run; one eval job per model (base + trained), each answering every benchmark.
-    for rule in ("dpo_config", "dpo_train", "dpo_export_config", "dpo_export", "tables"):
-        assert counts.get(rule) == 1, (rule, counts)
-    assert counts.get("eval") == len(cfg["eval"]["models"]) == 2, counts
-    assert f"results/eval/{cfg['run']}/longbook_qa_eng/metrics.json" in proc.stdout
-    # The outputs are named by run, so the two paper configs never overwrite each other.
-    assert f"results/pairs/{cfg['run']}/pairs.jsonl" in proc.stdout
+    for rule in ("dpo_config", "dpo_train", "dpo_export_config", "dpo_export"):
+        assert counts.get(rule) == len(runs), (rule, counts)
+    assert counts.get("eval") == len(runs) + 1, counts
+    assert counts.get("tables") == 1
+    assert f"results/tables/{name}/main.md" in proc.stdout
+
+
+def planned_outputs(output: str) -> set[str]:
+    """Every output path a dry run plans (the `output:` lines of its jobs)."""
+    found = set()
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("output: "):
+            found.update(p.strip() for p in line[len("output: "):].split(","))
+    return found
+
+
+def test_paper_configs_write_disjoint_paths(workdir):
+    """Two configs with different policies never write the same path; they deliberately share only
+    the validated data shards (same training file, same sharding)."""
+    outs = []
+    for name in PAPER_CONFIGS:
+        proc = run_snakemake(workdir, "-n", "--configfile", f"configs/{name}.yaml", "--replace-workflow-config")
+        outs.append(planned_outputs(proc.stdout))
+    shared = outs[0] & outs[1]
+    assert outs[0] and outs[1] and shared
+    assert all(p.startswith("results/data/") for p in shared), sorted(shared)[:10]
+
+
+def _ablation_config(workdir, runs) -> str:
+    (workdir / "ablate.yaml").write_text(yaml.safe_dump({"study": "ablate", "runs": runs}))
+    return "ablate.yaml"
+
+
+def test_init_runs_share_one_probe_job_per_shard(workdir):
+    runs = {"p": {}, "q": {"init": {"method": "query_similarity"}}, "r": {"init": {"method": "random"}}}
+    counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", _ablation_config(workdir, runs)))
+    shards = load_config(REPO / "config.yaml")["data"]["shards"]
+    assert counts["probe"] == shards and counts["embed"] == 3 * shards and counts["rollout"] == 3 * shards, counts
+    assert counts["eval"] == 3 + 1 and counts["dpo_train"] == 3
+
+
+def test_strategy_runs_share_their_embed_jobs(workdir):
+    runs = {"ucb": {}, "rk": {"rollout": {"strategy": "random"}}, "full": {"rollout": {"strategy": "full"}}}
+    counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", _ablation_config(workdir, runs)))
+    shards = load_config(REPO / "config.yaml")["data"]["shards"]
+    assert counts["probe"] == shards and counts["embed"] == shards and counts["rollout"] == 3 * shards, counts
+
+
+def test_ablations_config_plans_the_papers_matrix(workdir):
+    proc = run_snakemake(workdir, "-n", "--configfile", "configs/ablations.yaml")
+    counts = dry_run_counts(proc)
+    assert counts["eval"] == 7 and counts["dpo_train"] == 6 and counts["sealong"] == counts["probe"], counts
+    assert "results/tables/ablations/data_quality.md" in proc.stdout
 
 
 def _resources(output: str, rule: str) -> str:
@@ -139,3 +205,24 @@ def test_bad_config_fails_before_any_job(tmp_path, bad, key):
     assert f"config key '{key}'" in proc.stderr, proc.stderr[-2000:]
     assert "Job stats" not in proc.stdout + proc.stderr
     assert not (wd / "results").exists(), "a job ran before the config was rejected"
+
+
+def test_jobs_import_the_workflows_own_library(tmp_path):
+    """A job runs the library of the workflow it belongs to (PYTHONPATH set by rules/common.smk),
+    not the checkout the virtualenv's editable install points to."""
+    wd = bare_workdir(tmp_path / "wf")
+    stage = wd / "workflow_scripts" / "longmab" / "stages" / "data.py"
+    text = stage.read_text()
+    marker = '    write_json(manifest_path, manifest)\n'
+    assert marker in text
+    stage.write_text(text.replace(marker, '    manifest["library"] = __file__\n' + marker, 1))
+    from longmab.runs import build_plan, validate_runs
+
+    cfg = load_config(wd / "config.yaml")
+    data_tag = build_plan(cfg, configs=validate_runs(cfg)).runs["embedded"]["data"]
+    target = f"results/data/{data_tag}/manifest.json"
+    run_snakemake(wd, target, timeout=300)
+    import json
+
+    library = json.loads((wd / target).read_text())["library"]
+    assert Path(library).resolve().is_relative_to(wd.resolve()), library

@@ -9,12 +9,12 @@ def main(smk):
     if p.kind == "train":
         args = train_args(p.dpo, model=p.model, dataset=p.dataset, dataset_dir=p.dataset_dir,
                           template=p.template, output_dir=p.output_dir, seed=p.seed)
-        header = (f"# DPO of run {smk.wildcards.run} (written by the pipeline from config.yaml's dpo section).\n"
+        header = (f"# DPO of {', '.join(p.runs)} ({smk.wildcards.tag}; written by the pipeline from the config's dpo section).\n"
                   f"# By hand: llamafactory-cli train {smk.output[0]}\n")
     else:
         args = export_args(model=p.model, adapter_dir=p.adapter_dir, template=p.template,
                            finetuning_type=p.finetuning_type, export_dir=p.export_dir)
-        header = (f"# Merge the DPO adapter of run {smk.wildcards.run} into the policy (written by the pipeline).\n"
+        header = (f"# Merge the DPO adapter of {', '.join(p.runs)} ({smk.wildcards.tag}) into the policy (written by the pipeline).\n"
                   f"# By hand: llamafactory-cli export {smk.output[0]}\n")
     write_yaml(smk.output[0], args, header)
     log.info("wrote %s (%d arguments)", smk.output[0], len(args))

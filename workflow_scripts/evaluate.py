@@ -4,6 +4,7 @@ from longmab.engine import SamplingConfig, make_engine
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
+from longmab.provenance import describe_model, provenance_record
 from longmab.stages.evaluate import evaluate
 
 
@@ -19,12 +20,15 @@ def main(smk):
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
         preds, metrics = evaluate(benchmarks, engine, load_templates(p.prompts), sampling, p.max_input_len, p.seed,
-                                  max_model_len=p.engine["max_model_len"], model_name=smk.wildcards.model)
+                                  max_model_len=p.engine["max_model_len"], model_name=p.model_name)
     finally:
         engine.close()
+    prov = provenance_record(model=describe_model(model, p.revision), workflow_dir=smk.scriptdir, **p.provenance)
     for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
         write_jsonl(preds_path, preds[name])
-        write_json(metrics_path, metrics[name])
+        # Per-item scores (0-1) for the paired bootstrap of the tables, and what produced them.
+        items = {"id": [r["id"] for r in preds[name]], **{k: [r[k] for r in preds[name]] for k in ("em", "f1", "subem")}}
+        write_json(metrics_path, {**metrics[name], "items": items, "provenance": prov})
 
 
 if __name__ == "__main__":

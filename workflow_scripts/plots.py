@@ -3,20 +3,29 @@ from longmab.dpo import read_trainer_log
 from longmab.io import read_json, read_jsonl
 from longmab.logs import setup_logging
 from longmab.plots import plot_arm_values, plot_benchmark_bars, plot_dpo_loss, plot_reward_per_round
+from longmab.tables import main_table
 
 
 def main(smk):
     log = setup_logging(smk.log[0])
+    p = smk.params
     if smk.rule == "plot_rollout":
-        rows = [r for path in smk.input for r in read_jsonl(path)]
-        out = plot_reward_per_round(rows, smk.output.reward)
-        plot_arm_values(rows, smk.output.arms, n_samples=smk.params.n_samples)
-        log.info("rollout: mean reward per round %s", [round(x, 3) for x in out["mean_reward"]])
+        by_run = {run: [r for path in paths for r in read_jsonl(path)] for run, paths in p.runs.items()}
+        out = plot_reward_per_round(by_run, smk.output.reward)
+        first = next(iter(by_run.values()), [])
+        plot_arm_values(first, smk.output.arms, n_samples=p.n_samples)
+        log.info("rollout: mean reward per round %s",
+                 {run: [round(x, 3) for x in v["mean_reward"]] for run, v in out.items()})
     elif smk.rule == "plot_dpo_loss":
-        out = plot_dpo_loss(read_trainer_log(smk.input[0]), smk.output[0], title=f"DPO training loss ({smk.params.run})")
-        log.info("dpo loss: %d steps", len(out["steps"]))
+        out = plot_dpo_loss({run: read_trainer_log(path) for run, path in p.runs.items()}, smk.output[0])
+        log.info("dpo loss: %s", {run: len(v["steps"]) for run, v in out.items()})
     elif smk.rule == "plot_benchmarks":
-        plot_benchmark_bars([read_json(path) for path in smk.input], smk.output[0])
+        rows = [read_json(path) for path in smk.input]
+        table = main_table(rows, models=list(p.models), benchmarks=list(p.benchmarks), resamples=p.resamples,
+                           confidence=p.confidence, seed=p.seed)
+        intervals = {(t["model"], b): (t[f"{b}_subem_lo"], t[f"{b}_subem_hi"]) for t in table for b in p.benchmarks}
+        plot_benchmark_bars(rows, smk.output[0], intervals=intervals,
+                            title=f"SubEM per benchmark ({p.confidence * 100:g} % bootstrap intervals)")
     else:
         raise ValueError(f"no plot for rule {smk.rule}")
 

@@ -68,3 +68,82 @@ def test_missing_or_duplicate_cells():
         benchmark_table(ROWS[:3])
     with pytest.raises(TableError, match="two metrics rows"):
         benchmark_table(ROWS + [ROWS[0]])
+
+
+# --------------------------------------------------------------------------------------------------
+# The study's main table (bootstrap) and data-quality table
+
+from longmab.tables import (  # noqa: E402
+    data_quality_table,
+    data_quality_to_csv,
+    data_quality_to_markdown,
+    main_table,
+    main_to_csv,
+    main_to_markdown,
+    paired_bootstrap,
+)
+
+
+def mrow(model, bench, scores, tag="t-00000000"):
+    """A metrics row with per-item SubEM scores (0-1) and a provenance block."""
+    n = len(scores)
+    mean = 100 * sum(scores) / n
+    return {"model": model, "benchmark": bench, "n": n, "subem": mean, "em": 0.0, "f1": mean,
+            "items": {"id": [str(i) for i in range(n)], "subem": scores, "em": [0] * n, "f1": scores},
+            "provenance": {"tag": tag, "model": {"model": f"/m/{model}", "revision": None, "fingerprint": "ff"},
+                           "git_commit": "abc", "seed": 42, "settings_sha": "s1"}}
+
+
+def test_paired_bootstrap_hand_case():
+    import numpy as np
+
+    base = {"b": {"0": 0.0, "1": 0.0, "2": 100.0, "3": 100.0}}
+    same = paired_bootstrap(base, base, ["b"], 500, 0.95, np.random.default_rng(0))
+    assert same == (0.0, 0.0, 0.0)  # identical models: every resample differs by 0
+    better = {"b": {"0": 100.0, "1": 100.0, "2": 100.0, "3": 100.0}}
+    d, lo, hi = paired_bootstrap(base, better, ["b"], 2000, 0.95, np.random.default_rng(0))
+    assert d == 50.0 and 0.0 <= lo < 50.0 < hi <= 100.0
+    assert paired_bootstrap(base, better, ["b"], 0, 0.95, np.random.default_rng(0)) == (50.0, None, None)
+    with pytest.raises(TableError, match="different items"):
+        paired_bootstrap(base, {"b": {"0": 1.0}}, ["b"], 10, 0.95, np.random.default_rng(0))
+
+
+def test_main_table_rows_cis_and_provenance():
+    rows = [mrow("base", "x", [0, 0, 1, 1]), mrow("run", "x", [1, 1, 1, 1], tag="run-12345678"),
+            mrow("base", "y", [0, 1]), mrow("run", "y", [0, 1], tag="run-12345678")]
+    t = main_table(rows, models=["base", "run"], benchmarks=["x", "y"], resamples=1000, seed=3)
+    base, run = t
+    assert run["delta_subem"] == pytest.approx((50 + 0) / 2)
+    assert run["delta_subem_lo"] <= run["delta_subem"] <= run["delta_subem_hi"]
+    assert base["delta_subem_lo"] is None and base["x_subem_lo"] <= 50 <= base["x_subem_hi"]
+    assert run["eval_dir"] == "results/eval/run-12345678" and run["git_commit"] == "abc"
+    assert main_table(rows, models=["base", "run"], benchmarks=["x", "y"], resamples=1000, seed=3) == t  # seeded
+    csv_text = main_to_csv(t)
+    header = csv_text.splitlines()[0].split(",")
+    assert {"delta_subem_lo", "model_fingerprint", "git_commit", "x_subem_hi"} <= set(header)
+    md = main_to_markdown(t)
+    assert "| run |" in md and "[+" in md and "95 %" in md
+
+
+def test_main_table_needs_item_scores():
+    bare = [{"model": "base", "benchmark": "x", "n": 1, "subem": 0.0, "em": 0.0, "f1": 0.0}]
+    with pytest.raises(TableError, match="per-item"):
+        main_table(bare, benchmarks=["x"])
+
+
+def test_data_quality_rows():
+    stats = {
+        "lm": {"method": "longmab", "samples_in": 24, "probes_kept": 9, "pairs": 3, "ties_skipped": 6,
+               "mean_chosen_reward": 0.6, "mean_rejected_reward": 0.1, "mean_distinct_responses": 7.5,
+               "evidence_hit_rate": {"all": 0.9, "any": 1.0, "round1_all": 1.0}, "generations": 72,
+               "engine_seconds": 12.5},
+        "sl": {"method": "sealong", "samples_in": 24, "probes_kept": None, "pairs": 0, "ties_skipped": 24,
+               "mean_chosen_reward": 0.0, "mean_rejected_reward": 0.0, "generations": 192},
+    }
+    t = data_quality_table(stats)
+    assert t[0]["reward_gap"] == pytest.approx(0.5) and t[0]["evidence_round1"] == 1.0
+    assert t[1]["reward_gap"] is None and t[1]["probes_kept"] is None  # no pairs: no gap
+    text = data_quality_to_csv(t)
+    assert text.splitlines()[0].startswith("run,method,samples_in,probes_kept,pairs")
+    assert text.splitlines()[2].split(",")[3] == ""
+    assert "| sl | sealong |" in data_quality_to_markdown(t)

@@ -48,6 +48,26 @@ def _key_of(error) -> str:
     return ".".join(parts) or "<top>"
 
 
+def explain_errors(config: dict, schema: dict | None = None, prefix: str = "") -> list[str]:
+    """Every schema violation of ``config`` as ``config key 'a.b': message`` (``[]`` when valid).
+
+    Does not modify ``config`` (no defaults are filled). ``prefix`` is put before every key
+    (``"runs.ablate."`` for a run's merged config).
+    """
+    schema = schema if schema is not None else load_schema()
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines = []
+    for err in errors:
+        key = _key_of(err)
+        if err.validator == "additionalProperties":
+            msg = f"unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {})))})"
+        else:
+            msg = err.message
+        lines.append(f"config key '{prefix}{key}': {msg}")
+    return lines
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place against the schema, filling defaults; return it.
 
@@ -57,18 +77,10 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         Listing each problem as ``config key 'a.b': message``.
     """
     schema = schema if schema is not None else load_schema()
-    validator = _DefaultFiller(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        lines = []
-        for err in errors:
-            key = _key_of(err)
-            if err.validator == "additionalProperties":
-                msg = f"unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {})))})"
-            else:
-                msg = err.message
-            lines.append(f"config key '{key}': {msg}")
+    lines = explain_errors(config, schema)
+    if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _DefaultFiller(schema).validate(config)
     # Cross-field checks the schema cannot express.
     if "trained" in config.get("eval", {}).get("models", []) and config["dpo"]["finetuning_type"] not in {"lora", "full", "freeze"}:
         raise ConfigError("config key 'dpo.finetuning_type': unsupported")

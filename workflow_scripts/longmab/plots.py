@@ -66,27 +66,37 @@ def reward_per_round(rollout_rows: Sequence[Mapping]) -> tuple[list[int], list[f
     return rounds, [float(np.mean(by_round[t])) for t in rounds], [len(by_round[t]) for t in rounds]
 
 
-def plot_reward_per_round(rollout_rows: Sequence[Mapping], path: str | os.PathLike) -> dict:
-    """Mean rollout reward per UCB round (line, with the per-sample rewards as faint dots)."""
-    rounds, means, counts = reward_per_round(rollout_rows)
+def plot_reward_per_round(rollout_rows: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
+                          path: str | os.PathLike) -> dict:
+    """Mean rollout reward per round: one line per run (``{run: rows}``) or for one list of rows
+    (with the per-sample rewards as faint dots)."""
+    by_run = dict(rollout_rows) if isinstance(rollout_rows, Mapping) else {"": list(rollout_rows)}
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if not rounds:
+    out: dict = {}
+    for i, (run, rows) in enumerate(by_run.items()):
+        rounds, means, counts = reward_per_round(rows)
+        out[run] = {"rounds": rounds, "mean_reward": means, "samples": counts}
+        if not rounds:
+            continue
+        if len(by_run) == 1:
+            for row in rows:
+                xs = [int(r["round"]) for r in row.get("rounds", [])]
+                ys = [float(r["reward"]) for r in row.get("rounds", [])]
+                ax.scatter(xs, ys, s=10, color="0.7", alpha=0.6, zorder=1)
+        label = f"{run + ': ' if run else ''}mean over {max(counts)} samples"
+        ax.plot(rounds, means, marker="o", color=f"C{i}", zorder=2, label=label)
+    if not any(v["rounds"] for v in out.values()):
         _empty(ax, "no rollout rounds (every probe dropped?)")
     else:
-        for row in rollout_rows:
-            xs = [int(r["round"]) for r in row.get("rounds", [])]
-            ys = [float(r["reward"]) for r in row.get("rounds", [])]
-            ax.scatter(xs, ys, s=10, color="0.7", alpha=0.6, zorder=1)
-        ax.plot(rounds, means, marker="o", color="C0", zorder=2, label=f"mean over {max(counts)} samples")
-        ax.set_xlabel("UCB round")
+        ax.set_xlabel("rollout round")
         ax.set_ylabel("reward  (SubEM + F1) / 2")
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xticks(rounds if len(rounds) <= 30 else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     ax.set_title("Rollout reward per round")
     _save(fig, path)
-    return {"rounds": rounds, "mean_reward": means, "samples": counts}
+    return out[""] if "" in out and len(out) == 1 else out
 
 
 def arm_value_history(row: Mapping) -> np.ndarray:
@@ -153,21 +163,30 @@ def loss_curve(trainer_log: Sequence[Mapping]) -> tuple[list[int], list[float]]:
     return steps, losses
 
 
-def plot_dpo_loss(trainer_log: Sequence[Mapping], path: str | os.PathLike, title: str = "DPO training loss") -> dict:
-    """Training loss per step (DPO sigmoid loss + pref_ftx x SFT loss, as LLaMA-Factory logs it)."""
-    steps, losses = loss_curve(trainer_log)
+def plot_dpo_loss(trainer_log: Sequence[Mapping] | Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
+                  title: str = "DPO training loss") -> dict:
+    """Training loss per step (DPO sigmoid loss + pref_ftx x SFT loss, as LLaMA-Factory logs it):
+    one line per run (``{run: log rows}``) or for one log."""
+    by_run = dict(trainer_log) if isinstance(trainer_log, Mapping) else {"": list(trainer_log)}
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if not steps:
+    out = {}
+    for i, (run, log_rows) in enumerate(by_run.items()):
+        steps, losses = loss_curve(log_rows)
+        out[run] = {"steps": steps, "loss": losses}
+        if steps:
+            ax.plot(steps, losses, marker="o" if len(steps) <= 50 else None, color=f"C{i}", label=run or None)
+    if not any(v["steps"] for v in out.values()):
         _empty(ax, "no loss entries in the trainer log")
     else:
-        ax.plot(steps, losses, marker="o" if len(steps) <= 50 else None, color="C0")
         ax.set_xlabel("optimizer step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
+        if len(by_run) > 1:
+            ax.legend(fontsize=8)
     ax.set_title(title)
     _save(fig, path)
-    return {"steps": steps, "loss": losses}
+    return out[""] if "" in out and len(out) == 1 else out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,8 +194,11 @@ def plot_dpo_loss(trainer_log: Sequence[Mapping], path: str | os.PathLike, title
 
 
 def plot_benchmark_bars(metrics_rows: Sequence[Mapping], path: str | os.PathLike, metric: str = "subem",
-                        base: str = "base") -> dict:
-    """Grouped bars: ``metric`` (percent) per benchmark, one bar per model (base first), plus the average."""
+                        base: str = "base", intervals: Mapping[tuple[str, str], tuple] | None = None,
+                        title: str | None = None) -> dict:
+    """Grouped bars: ``metric`` (percent) per benchmark, one bar per model (base first), plus the
+    average; ``intervals`` ``{(model, benchmark): (low, high)}`` draws whiskers (e.g. bootstrap 95 %
+    intervals; missing or ``None`` bounds draw none)."""
     models: list[str] = []
     benches: list[str] = []
     cell: dict[tuple[str, str], float] = {}
@@ -198,14 +220,24 @@ def plot_benchmark_bars(metrics_rows: Sequence[Mapping], path: str | os.PathLike
         x = np.arange(len(groups))
         for i, m in enumerate(models):
             ys = [cell.get((m, g), 0.0) for g in groups]
-            bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, ys, width, label=m, color=f"C{i}")
+            err = None
+            if intervals:
+                lows, highs = [], []
+                for g, y in zip(groups, ys):
+                    lo, hi = (intervals.get((m, g)) or (None, None))
+                    lows.append(0.0 if lo is None else max(0.0, y - lo))
+                    highs.append(0.0 if hi is None else max(0.0, hi - y))
+                err = np.array([lows, highs])
+            bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, ys, width, label=m, color=f"C{i}",
+                          yerr=err, capsize=2 if err is not None else 0, error_kw={"lw": 0.8})
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
         ax.set_xticks(x, groups, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"{_LABELS.get(metric, metric)} (%)")
-        ax.set_ylim(0, max(5.0, max(cell.values()) * 1.2 if cell else 5.0))
+        top = max([v for v in cell.values()] + [hi for lo, hi in (intervals or {}).values() if hi is not None])
+        ax.set_ylim(0, max(5.0, top * 1.2))
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"{_LABELS.get(metric, metric)} per benchmark: base vs trained")
+    ax.set_title(title or f"{_LABELS.get(metric, metric)} per benchmark")
     _save(fig, path)
     return {"models": models, "groups": groups,
             "values": {m: [cell.get((m, g), 0.0) for g in groups] for m in models}}

@@ -120,3 +120,243 @@ def to_markdown(table: Sequence[Mapping], base: str = "base", digits: int = 1) -
     note = (f"\nSubEM in percent on the extracted answer (EM and F1 in benchmarks.csv). Avg = unweighted "
             f"mean over the {len(benches)} benchmarks; Δ = Avg minus {base}'s Avg.\n")
     return "\n".join(lines) + "\n" + note
+
+
+# --------------------------------------------------------------------------------------------------
+# The study's tables: main (every model, bootstrap CIs, provenance) and data quality (every run)
+
+
+def _item_scores(row: Mapping, metric: str) -> dict[str, float]:
+    """``id -> score in percent`` from a metrics row's ``items`` block."""
+    items = row.get("items")
+    if not items:
+        raise TableError(f"metrics row of {row.get('model')!r} on {row.get('benchmark')!r} has no per-item "
+                         "scores ('items'): re-run its evaluation")
+    return {str(i): 100.0 * float(s) for i, s in zip(items["id"], items[metric])}
+
+
+def paired_bootstrap(
+    base: Mapping[str, Mapping[str, float]],
+    other: Mapping[str, Mapping[str, float]],
+    benchmarks: Sequence[str],
+    resamples: int,
+    confidence: float,
+    rng,
+) -> tuple[float, float | None, float | None]:
+    """Change of the benchmark-averaged score, ``other - base``, with a paired bootstrap interval.
+
+    Parameters
+    ----------
+    base, other : mapping benchmark -> mapping item id -> score
+        Per-item scores of the two models (same items on each benchmark).
+    benchmarks : sequence of str
+        The benchmarks averaged (unweighted, as the tables' Avg).
+    resamples : int
+        Bootstrap resamples (0: no interval).
+    confidence : float
+        e.g. 0.95 for a 95 % percentile interval.
+    rng : numpy.random.Generator
+        Seeded generator.
+
+    Returns
+    -------
+    (float, float or None, float or None)
+        The observed change and the interval's bounds. Items are resampled with replacement within
+        each benchmark, the same draw for both models (paired), and the per-benchmark mean changes
+        are averaged.
+
+    Raises
+    ------
+    TableError
+        When the two models were scored on different items of a benchmark.
+    """
+    import numpy as np
+
+    diffs = []
+    for b in benchmarks:
+        if set(base[b]) != set(other[b]):
+            raise TableError(f"benchmark {b!r}: the models were scored on different items "
+                             f"({len(base[b])} vs {len(other[b])}); evaluate both with the same eval settings")
+        ids = sorted(base[b])
+        diffs.append(np.array([other[b][i] - base[b][i] for i in ids], dtype=np.float64))
+    observed = float(np.mean([d.mean() if d.size else 0.0 for d in diffs])) if diffs else 0.0
+    if resamples <= 0 or not diffs or any(d.size == 0 for d in diffs):
+        return observed, None, None
+    stats = np.zeros(resamples)
+    for d in diffs:
+        idx = rng.integers(0, d.size, size=(resamples, d.size))
+        stats += d[idx].mean(axis=1)
+    stats /= len(diffs)
+    alpha = (1.0 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return observed, float(lo), float(hi)
+
+
+def bootstrap_mean_ci(scores: Sequence[float], resamples: int, confidence: float, rng) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of a mean (``(None, None)`` without resamples or items)."""
+    import numpy as np
+
+    x = np.asarray(list(scores), dtype=np.float64)
+    if resamples <= 0 or x.size == 0:
+        return None, None
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+PROVENANCE_COLUMNS = ("eval_dir", "model_path", "model_revision", "model_fingerprint", "git_commit", "seed",
+                      "settings_sha")
+
+
+def main_table(
+    rows: Iterable[Mapping],
+    base: str = "base",
+    models: Sequence[str] | None = None,
+    benchmarks: Sequence[str] | None = None,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[dict]:
+    """:func:`benchmark_table` plus, per model, the SubEM change vs ``base`` with its paired bootstrap
+    interval (``delta_subem_lo`` / ``_hi``; ``None`` for the base row or without resamples), a
+    bootstrap interval of each benchmark's SubEM (``{b}_subem_lo`` / ``_hi``) and the provenance of
+    the numbers (:data:`PROVENANCE_COLUMNS`, from the metrics rows' ``provenance`` block).
+
+    Seeded: the same rows and seed give the same intervals.
+    """
+    import numpy as np
+
+    rows = list(rows)
+    table = benchmark_table(rows, base=base, models=models, benchmarks=benchmarks)
+    if not table:
+        return table
+    benches = _bench_names(table)
+    by_cell = {(str(r["model"]), str(r["benchmark"])): r for r in rows}
+    scores = {m["model"]: {b: _item_scores(by_cell[(m["model"], b)], "subem") for b in benches} for m in table}
+    for i, row in enumerate(table):
+        m = row["model"]
+        rng = np.random.default_rng([int(seed), i])
+        for b in benches:
+            row[f"{b}_subem_lo"], row[f"{b}_subem_hi"] = bootstrap_mean_ci(scores[m][b].values(), resamples,
+                                                                           confidence, rng)
+        if m != base and base in scores:
+            d, lo, hi = paired_bootstrap(scores[base], scores[m], benches, resamples, confidence, rng)
+            row["delta_subem_lo"], row["delta_subem_hi"] = lo, hi
+        else:
+            row["delta_subem_lo"] = row["delta_subem_hi"] = None
+        prov = (by_cell[(m, benches[0])].get("provenance") or {}) if benches else {}
+        model = prov.get("model") or {}
+        row.update({"eval_dir": f"results/eval/{prov['tag']}" if prov.get("tag") else "",
+                    "model_path": model.get("model", ""), "model_revision": model.get("revision") or "",
+                    "model_fingerprint": model.get("fingerprint") or "", "git_commit": prov.get("git_commit", ""),
+                    "seed": prov.get("seed", ""), "settings_sha": prov.get("settings_sha", "")})
+    return table
+
+
+def main_to_csv(table: Sequence[Mapping], digits: int = 4) -> str:
+    """CSV of :func:`main_table`: model, per benchmark n / SubEM (+ interval) / EM / F1, averages,
+    changes vs base with the SubEM change's interval, then the provenance columns."""
+    benches = _bench_names(table)
+    header = ["model"]
+    for b in benches:
+        header += [f"{b}_n", f"{b}_subem", f"{b}_subem_lo", f"{b}_subem_hi", f"{b}_em", f"{b}_f1"]
+    header += [f"avg_{k}" for k in METRICS] + [f"delta_{k}" for k in METRICS] + ["delta_subem_lo", "delta_subem_hi"]
+    header += list(PROVENANCE_COLUMNS)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in table:
+        out = []
+        for h in header:
+            v = row.get(h)
+            out.append(v if h == "model" or h.endswith("_n") or h in PROVENANCE_COLUMNS else _num(v, digits))
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def main_to_markdown(table: Sequence[Mapping], base: str = "base", digits: int = 1, confidence: float = 0.95) -> str:
+    """Markdown: SubEM (percent) per benchmark, the average, and the change vs ``base`` with its
+    paired bootstrap interval."""
+    benches = _bench_names(table)
+    pct = f"{confidence * 100:g} %"
+    header = ["Model"] + [f"{b} (n={table[0][f'{b}_n']})" for b in benches] + ["Avg", f"Δ vs {base} [{pct} CI]"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in table:
+        d = row["delta_subem"]
+        if d is None:
+            delta = ""
+        elif row["model"] == base:
+            delta = "—"
+        else:
+            delta = f"{d:+.{digits}f}"
+            if row.get("delta_subem_lo") is not None:
+                delta += f" [{row['delta_subem_lo']:+.{digits}f}, {row['delta_subem_hi']:+.{digits}f}]"
+        cells = [row["model"]] + [_num(row[f"{b}_subem"], digits) for b in benches] + [_num(row["avg_subem"], digits),
+                                                                                       delta]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nSubEM in percent on the extracted answer (EM, F1 and per-benchmark intervals in main.csv). Avg = "
+            f"unweighted mean over the {len(benches)} benchmarks; Δ = Avg minus {base}'s Avg, with a paired bootstrap "
+            f"{pct} interval over items (resampled within each benchmark, same draw for both models). Where each "
+            "number came from: the provenance columns of main.csv and main.provenance.json.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+DATA_QUALITY_COLUMNS = (
+    ("run", "run"), ("method", "method"), ("samples_in", "samples in"), ("probes_kept", "probes kept"),
+    ("pairs", "pairs"), ("ties", "ties"), ("chosen_reward", "chosen reward"), ("rejected_reward", "rejected reward"),
+    ("reward_gap", "gap"), ("distinct_responses", "distinct / sample"), ("evidence_all", "evidence all"),
+    ("evidence_any", "evidence any"), ("evidence_round1", "evidence round 1"), ("generations", "generations"),
+    ("engine_seconds", "engine s"),
+)
+
+
+def data_quality_table(stats_by_run: Mapping[str, Mapping]) -> list[dict]:
+    """One row per run from its pairs ``stats.json``: samples in, probes kept, pairs, ties, mean chosen
+    and rejected strict reward and their gap, distinct responses per sample, evidence coverage of the
+    rollout rounds (all / any / round 1; ``None`` without evidence annotations or for SeaLong),
+    generations and the engine seconds of the rollout (or SeaLong sampling)."""
+    out = []
+    for run, s in stats_by_run.items():
+        ev = s.get("evidence_hit_rate") or {}
+        chosen, rejected = s.get("mean_chosen_reward"), s.get("mean_rejected_reward")
+        out.append({
+            "run": run, "method": s.get("method", "longmab"), "samples_in": s.get("samples_in"),
+            "probes_kept": s.get("probes_kept"), "pairs": s.get("pairs"), "ties": s.get("ties_skipped"),
+            "chosen_reward": chosen, "rejected_reward": rejected,
+            "reward_gap": None if chosen is None or rejected is None or not s.get("pairs") else chosen - rejected,
+            "distinct_responses": s.get("mean_distinct_responses"), "evidence_all": ev.get("all"),
+            "evidence_any": ev.get("any"), "evidence_round1": ev.get("round1_all"),
+            "generations": s.get("generations"), "engine_seconds": s.get("engine_seconds"),
+        })
+    return out
+
+
+def _cell(v, digits: int) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def data_quality_to_csv(table: Sequence[Mapping], digits: int = 4) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([k for k, _ in DATA_QUALITY_COLUMNS])
+    for row in table:
+        w.writerow([_cell(row[k], digits) for k, _ in DATA_QUALITY_COLUMNS])
+    return buf.getvalue()
+
+
+def data_quality_to_markdown(table: Sequence[Mapping], digits: int = 2) -> str:
+    header = [label for _, label in DATA_QUALITY_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    for row in table:
+        lines.append("| " + " | ".join(_cell(row[k], digits) if row[k] is not None else "–"
+                                       for k, _ in DATA_QUALITY_COLUMNS) + " |")
+    note = ("\nRewards are the strict reward of the pair stage ((SubEM + F1 of the extracted answer) / 2; for SeaLong "
+            "only logged, its pairs are chosen by MBR). Evidence = share of rollout rounds whose chunks covered all / "
+            "any supporting passage (– without annotations or rollouts). engine s = seconds inside the generation "
+            "engine for the rollout (SeaLong: its sampling).\n")
+    return "\n".join(lines) + "\n" + note

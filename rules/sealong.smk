@@ -1,0 +1,51 @@
+rule sealong:
+    """SeaLong baseline (method.md §10): N samples per question over the full context, with the
+    plan-and-solve instruction; one engine call per shard."""
+    input:
+        shard=data_shard("sealong"),
+        model=policy_input(),
+    output:
+        samples="results/sealong/{tag}/{shard}.jsonl",
+        stats="results/sealong/{tag}/{shard}.stats.json",
+    log:
+        "results/logs/sealong/{tag}/{shard}.log",
+    benchmark:
+        "results/benchmarks/sealong/{tag}/{shard}.tsv"
+    conda:
+        "../envs/vllm.yaml"
+    resources:
+        gpu=1,
+    params:
+        engine=engine_param("sealong"),
+        sampling=P("sealong", "sampling"),
+        instruction=lambda wc: run_config("sealong")(wc)["pairs"]["sealong"][
+            "instruction"
+        ],
+        prompts=config["prompts"],
+        seed=P("sealong", "seed"),
+        code=CODE["sealong"],
+    script:
+        "../workflow_scripts/sealong.py"
+
+
+rule mbr:
+    """SeaLong: embed every sampled output; MBR score = mean cosine similarity to the others."""
+    input:
+        samples=lambda wc: f"results/sealong/{det('mbr', wc)['sealong']}/{wc.shard}.jsonl",
+    output:
+        "results/mbr/{tag}/{shard}.jsonl",
+    log:
+        "results/logs/mbr/{tag}/{shard}.log",
+    benchmark:
+        "results/benchmarks/mbr/{tag}/{shard}.tsv"
+    conda:
+        "../envs/embed.yaml"
+    resources:
+        gpu=1,
+    params:
+        embedder=P("mbr", "embedder"),
+        prefix=P("mbr", "prefix", default=""),
+        trust_remote_code=config["models"]["trust_remote_code"],
+        code=CODE["mbr"],
+    script:
+        "../workflow_scripts/mbr.py"

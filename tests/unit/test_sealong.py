@@ -1,0 +1,70 @@
+"""SeaLong baseline (method.md §10): MBR scores and pair selection on hand-computed cases."""
+
+import numpy as np
+import pytest
+from longmab.sealong import mbr_scores, sealong_question, select_sealong_pair
+from longmab.stages.sealong import build_sealong_pairs, score_sealong
+
+
+def test_mbr_is_mean_cosine_to_the_others():
+    # unit vectors at 0, 90 and 45 degrees: cos(a,b)=0, cos(a,c)=cos(b,c)=1/sqrt(2)
+    e = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # scale must not matter
+    s = mbr_scores(e)
+    r = 1 / np.sqrt(2)
+    assert s == pytest.approx([(0 + r) / 2, (0 + r) / 2, (r + r) / 2])
+    assert int(np.argmax(s)) == 2  # the "central" output
+
+
+def test_mbr_edge_cases():
+    assert mbr_scores(np.zeros((0, 3))).shape == (0,)
+    assert mbr_scores(np.ones((1, 3))).tolist() == [0.0]
+    z = mbr_scores(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))  # a zero embedding: similarity 0
+    assert z.tolist() == pytest.approx([0.0, 0.5, 0.5])
+    with pytest.raises(ValueError):
+        mbr_scores(np.ones(3))
+
+
+def test_select_pair_highest_vs_lower_half():
+    scores = [0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.7, 0.4]  # lower half (4 lowest): 1, 3, 5, 7
+    picks = set()
+    for seed in range(200):
+        chosen, rejected = select_sealong_pair(scores, np.random.default_rng(seed))
+        assert chosen == 0
+        picks.add(rejected)
+    assert picks == {1, 3, 5, 7}
+    a = select_sealong_pair(scores, np.random.default_rng(7))
+    assert a == select_sealong_pair(scores, np.random.default_rng(7))  # seeded
+
+
+def test_select_pair_ties_and_small_n():
+    assert select_sealong_pair([0.5, 0.5, 0.5], np.random.default_rng(0)) is None  # all agree equally
+    assert select_sealong_pair([0.3], np.random.default_rng(0)) is None
+    assert select_sealong_pair([0.9, 0.2, 0.5], np.random.default_rng(0)) == (0, 1)  # n//2 = 1 lowest
+
+
+def test_question_with_instruction():
+    assert sealong_question("Who?", "Plan first.") == "Who?\nPlan first."
+    assert sealong_question("Who?", "") == "Who?"
+
+
+def test_score_and_pairs_end_to_end_with_a_fake_embedder():
+    # embedding = letter counts: the two "paris" answers agree, "rome" is the outlier
+    def encode(texts):
+        return np.array([[t.count("a"), t.count("r"), t.count("o"), t.count("m") + 0.01] for t in texts], float)
+
+    rows = [
+        {"id": "1", "input": "Capital of France?", "answer": "Paris", "context": "Passage 1:\nParis is ...",
+         "responses": ["Answer: Paris", "Answer: Rome", "Answer: Paris indeed"]},
+        {"id": "2", "input": "q?", "answer": "x", "context": "c.", "responses": ["same", "same", "same"]},
+    ]
+    scored = score_sealong(rows, encode)
+    assert [len(r["mbr"]) for r in scored] == [3, 3]
+    assert np.argmax(scored[0]["mbr"]) in (0, 2)
+    pairs, stats = build_sealong_pairs(scored, {"answer": "{context}\n{question}"}, lambda s: s.split(),
+                                       lambda ids: " ".join(ids), 4096, 32, "Plan.", seed=1)
+    assert stats["pairs"] == 1 and stats["ties_skipped_ids"] == ["2"] and stats["generations"] == 6
+    p = pairs[0]
+    assert p["rejected"] == "Answer: Rome" and p["chosen"].startswith("Answer: Paris")
+    assert p["chosen_subem"] == 1.0 and p["rejected_subem"] == 0.0  # logged, never used to pick
+    assert p["prompt"].endswith("Capital of France?\nPlan.")
+    assert p["chosen_reward"] > p["rejected_reward"]
