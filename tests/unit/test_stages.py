@@ -168,7 +168,7 @@ def test_rollout_resume_gives_identical_result(tmp_path):
         return f"Answer: {'Ashvale' if s % 3 else 'Runa'}"
 
     full, _ = run_rollout(arm_rows(), ScriptedEngine(respond), TEMPLATES, SAMPLING, rounds=5, top_k=1, seed=9)
-    resume = tmp_path / "r.json"
+    resume = tmp_path / "r.journal.jsonl"
 
     class Crash(Exception):
         pass
@@ -180,10 +180,11 @@ def test_rollout_resume_gives_identical_result(tmp_path):
         return respond(p, s)
 
     with pytest.raises(Crash):
-        run_rollout(arm_rows(), ScriptedEngine(crashing), TEMPLATES, SAMPLING, rounds=5, top_k=1, seed=9, resume_path=resume)
-    assert read_json(resume)["done"] == 3
+        run_rollout(arm_rows(), ScriptedEngine(crashing), TEMPLATES, SAMPLING, rounds=5, top_k=1, seed=9,
+                    journal_path=resume, mode="sync")
+    assert len(read_jsonl(resume)) == 1 + 6  # header + 3 rounds x 2 samples
     engine = ScriptedEngine(respond)
-    resumed, _ = run_rollout(arm_rows(), engine, TEMPLATES, SAMPLING, rounds=5, top_k=1, seed=9, resume_path=resume)
+    resumed, _ = run_rollout(arm_rows(), engine, TEMPLATES, SAMPLING, rounds=5, top_k=1, seed=9, journal_path=resume)
     assert engine.calls == [2, 2]  # only rounds 4 and 5 generated again
     assert json.dumps(resumed) == json.dumps(full)
 

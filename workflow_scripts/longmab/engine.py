@@ -20,6 +20,11 @@ without the end-of-turn token (special tokens skipped, as vLLM does by default).
   conversations and seeds give identical strings; with ``batch_size=1`` a request's output does not
   depend on the other requests in the call.
 
+Streaming: both engines also have ``generate_stream(requests, sampling, on_done)`` (continuous
+batching: a finished request is handed to ``on_done`` at once and the requests it returns join the
+running batch); :func:`stream_generate` calls it, or falls back to waves of ``generate`` calls for
+an engine without one. The rollout's asynchronous schedule is built on it.
+
 Per-request seeds: a request's random stream depends only on its own seed. vLLM on CPU does not
 guarantee bit-identical logits across different batch compositions, so across different batches the
 text can still differ (rarely, after a near-tie); with identical calls it is reproducible. Both
@@ -34,7 +39,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,6 +111,103 @@ def _has_cuda() -> bool:
     from .device import cuda_available
 
     return cuda_available()
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming (continuous batching): the caller submits new requests as earlier ones finish
+# --------------------------------------------------------------------------------------------------
+
+#: One streamed request: ``(key, conversation, seed)``; ``key`` is any hashable the caller chooses
+#: to recognise the response by.
+StreamRequest = tuple[Any, Conversation, int]
+#: ``on_done(key, text)`` is called once per finished request, in completion order; it returns the
+#: requests to submit next (an iterable of :data:`StreamRequest`, possibly empty, or None).
+OnDone = Callable[[Any, str], "Iterable[StreamRequest] | None"]
+
+
+class _InFlight:
+    """Time-weighted count of the requests in flight (submitted, not yet handed to ``on_done``)."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+        self.n = 0
+        self.area = 0.0
+        self.peak = 0
+
+    def add(self, k: int) -> None:
+        now = time.perf_counter()
+        self.area += self.n * (now - self.last)
+        self.last = now
+        self.n += k
+        self.peak = max(self.peak, self.n)
+
+    def stats(self, prompt_tokens: int, gen_tokens: int, requests: int) -> dict:
+        self.add(0)
+        seconds = self.last - self.t0
+        return {"requests": requests, "prompt_tokens": prompt_tokens, "generated_tokens": gen_tokens,
+                "seconds": seconds, "mean_in_flight": self.area / seconds if seconds > 0 else 0.0,
+                "peak_in_flight": self.peak}
+
+
+def stream_generate(engine: Any, requests: Iterable[StreamRequest], sampling: SamplingConfig,
+                    on_done: OnDone) -> dict:
+    """Run ``requests`` on ``engine`` and keep it busy with what ``on_done`` submits, until none is left.
+
+    Uses ``engine.generate_stream`` (continuous batching: :class:`VLLMEngine`, :class:`HFEngine`)
+    when the engine has one; otherwise falls back to waves of ``engine.generate`` calls (all pending
+    requests in one call, then what their ``on_done`` returned in the next), which is the
+    round-synchronous schedule. Each request's text depends only on its conversation and seed in
+    both (see the module docstring for vLLM's batch-composition caveat).
+
+    Parameters
+    ----------
+    engine : Engine
+        Any engine; ``generate_stream`` is optional.
+    requests : iterable of (key, conversation, seed)
+        The first requests.
+    sampling : SamplingConfig
+        Shared by every request.
+    on_done : callable (key, text) -> iterable of (key, conversation, seed) or None
+        Called once per finished request; the requests it returns are submitted at once.
+
+    Returns
+    -------
+    dict
+        ``requests``, ``prompt_tokens``, ``generated_tokens`` (0 when the engine does not report
+        them), ``seconds`` (wall time of the call), ``mean_in_flight`` (time-weighted mean number of
+        requests submitted and not yet handed to ``on_done``) and ``peak_in_flight``.
+    """
+    native = getattr(engine, "generate_stream", None)
+    if native is not None:
+        return native(requests, sampling, on_done)
+    pending = [tuple(r) for r in requests]
+    flight = _InFlight()
+    n = prompt_tokens = gen_tokens = 0
+    while pending:
+        wave, pending = pending, []
+        flight.add(len(wave))
+        texts = engine.generate([c for _, c, _ in wave], sampling, [int(s) for _, _, s in wave])
+        st = getattr(engine, "last_stats", None) or {}
+        prompt_tokens += int(st.get("prompt_tokens", 0))
+        gen_tokens += int(st.get("generated_tokens", 0))
+        flight.add(-len(wave))
+        n += len(wave)
+        for (key, _, _), text in zip(wave, texts):
+            pending.extend(tuple(r) for r in (on_done(key, text) or ()))
+    return flight.stats(prompt_tokens, gen_tokens, n)
+
+
+def _vllm_sampling_params(sampling: SamplingConfig, seed: int):
+    """The ``vllm.SamplingParams`` of one request (the same mapping as :meth:`VLLMEngine.generate`)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0.0 if sampling.greedy else sampling.temperature,
+        top_p=1.0 if sampling.greedy else sampling.top_p,
+        presence_penalty=sampling.presence_penalty,
+        max_tokens=sampling.max_tokens,
+        seed=int(seed),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,6 +378,57 @@ class VLLMEngine:
         _log_call(self.name, len(outs), prompt_tokens, gen_tokens, dt)
         return [o.outputs[0].text for o in outs]
 
+    def generate_stream(self, requests: Iterable[StreamRequest], sampling: SamplingConfig,
+                        on_done: OnDone) -> dict:
+        """Continuous batching: see :func:`stream_generate` (parameters, return value).
+
+        Drives ``self.llm.llm_engine`` step by step. Each request is added with ``LLM.enqueue_chat``,
+        the code path of ``llm.chat`` (same chat-template rendering and tokenization, so a prompt is
+        token-identical to :meth:`generate`'s), with its own ``SamplingParams(seed=...)``; a request
+        that finishes is handed to ``on_done`` at once and what it returns joins the running batch
+        at the next step. If ``on_done`` raises, the requests still in the engine are aborted and
+        the exception propagates.
+        """
+        llm = self.llm
+        core = llm.llm_engine
+        if core.has_unfinished_requests():
+            raise RuntimeError("vLLM engine has unfinished requests; generate_stream needs it idle")
+        keys: dict[str, Any] = {}  # external request id -> caller's key
+        flight = _InFlight()
+        done = prompt_tokens = gen_tokens = 0
+
+        def submit(batch) -> None:
+            for key, conv, seed in batch or ():
+                rid = str(llm.request_counter.counter)  # the id enqueue_chat gives (LLM._add_request)
+                [internal] = llm.enqueue_chat([list(conv)], [_vllm_sampling_params(sampling, seed)],
+                                              use_tqdm=False)
+                if internal != rid and not internal.startswith(rid + "-"):
+                    raise RuntimeError(f"vLLM request id {internal!r} does not extend {rid!r}")
+                keys[rid] = key
+                flight.add(1)
+
+        try:
+            submit(requests)
+            while core.has_unfinished_requests():
+                for out in core.step():
+                    if not out.finished:
+                        continue
+                    key = keys.pop(out.request_id)
+                    flight.add(-1)
+                    done += 1
+                    prompt_tokens += len(out.prompt_token_ids or [])
+                    gen_tokens += len(out.outputs[0].token_ids)
+                    submit(on_done(key, out.outputs[0].text))
+        except BaseException:
+            if keys:
+                core.abort_request(list(keys))
+            raise
+        stats = flight.stats(prompt_tokens, gen_tokens, done)
+        self.last_stats = {"prompts": done, "prompt_tokens": prompt_tokens, "generated_tokens": gen_tokens,
+                           "seconds": stats["seconds"]}
+        _log_call(self.name + " stream", done, prompt_tokens, gen_tokens, stats["seconds"])
+        return stats
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
@@ -396,6 +549,40 @@ class HFEngine:
                            "generated_tokens": gen_tokens, "seconds": dt}
         _log_call(self.name, len(prompts), prompt_tokens, gen_tokens, dt)
         return [self.tokenizer.decode(r, skip_special_tokens=True) for r in results]
+
+    def generate_stream(self, requests: Iterable[StreamRequest], sampling: SamplingConfig,
+                        on_done: OnDone) -> dict:
+        """A first-in first-out queue served one request at a time (see :func:`stream_generate`).
+
+        Each request is decoded alone, as :meth:`generate` does with ``batch_size=1``, so its text
+        is identical to that call's whatever else is queued (with ``batch_size > 1``, ``generate``
+        pads requests together and its texts can differ from these in the last bits).
+        """
+        from collections import deque
+
+        queue = deque(tuple(r) for r in requests)
+        flight = _InFlight()
+        flight.add(len(queue))
+        done = prompt_tokens = gen_tokens = 0
+        while queue:
+            key, conv, seed = queue.popleft()
+            prompt = self.encode_conversation(conv)
+            if len(prompt) >= self.max_model_len:
+                raise ValueError(f"prompt of request {key!r} has {len(prompt)} tokens, "
+                                 f"max_model_len is {self.max_model_len}")
+            [ids] = self._generate_batch([prompt], sampling, [int(seed)])
+            flight.add(-1)
+            done += 1
+            prompt_tokens += len(prompt)
+            gen_tokens += len(ids)
+            new = [tuple(r) for r in (on_done(key, self.tokenizer.decode(ids, skip_special_tokens=True)) or ())]
+            queue.extend(new)
+            flight.add(len(new))
+        stats = flight.stats(prompt_tokens, gen_tokens, done)
+        self.last_stats = {"prompts": done, "prompt_tokens": prompt_tokens, "generated_tokens": gen_tokens,
+                           "seconds": stats["seconds"]}
+        _log_call(self.name + " stream", done, prompt_tokens, gen_tokens, stats["seconds"])
+        return stats
 
     def _generate_batch(
         self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]
@@ -542,4 +729,5 @@ __all__ = [
     "check_vllm_args",
     "engine_settings",
     "make_engine",
+    "stream_generate",
 ]
