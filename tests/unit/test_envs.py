@@ -170,3 +170,33 @@ def test_every_rule_with_an_action_names_an_existing_env():
         assert match, f"{path.name}: rule {name} has no conda: env"
         env = (path.parent / (match.group(1) or match.group(2))).resolve()
         assert env.is_file() and env.parent == REPO / "envs", f"{path.name}: rule {name} names {env}"
+
+
+# --- the CUDA build the pinned torch needs ------------------------------------------------------------
+
+
+def test_gpu_envs_say_which_cuda_build_and_driver_torch_needs():
+    """PyPI's torch 2.13.0 is the CUDA 13.0 build (cuda-toolkit 13.0.3; seen with
+    `pip install --dry-run torch==2.13.0` against PyPI alone): the env files, the GPU-job check and
+    docs/hpc.md must all say driver >= 580, the oldest that runs CUDA 13.x."""
+    from longmab.device import MIN_DRIVER_FOR_CUDA_MAJOR, driver_problem
+
+    assert MIN_DRIVER_FOR_CUDA_MAJOR[13] == (580,)
+    assert driver_problem("575.51.03", "13.0") and not driver_problem("580.65.06", "13.0")
+    for name in ("vllm", "llamafactory", "embed"):
+        text = (REPO / "envs" / f"{name}.yaml").read_text()
+        _, pip = env_packages(yaml.safe_load(text))
+        assert pip["torch"] == "2.13.0"
+        assert "CUDA 13.0" in text and ">= 580" in text, f"envs/{name}.yaml: say which CUDA build torch needs"
+    hpc = (REPO / "docs" / "hpc.md").read_text()
+    assert "CUDA 13.0" in hpc and ">= 580" in hpc
+
+
+def test_makefile_installs_torch_with_its_dependencies():
+    """make setup: torch first WITH its dependencies (so a plain PyPI machine gets the CUDA build's
+    nvidia-* libraries, without which `import torch` fails), everything else --no-deps."""
+    recipe = (REPO / "Makefile").read_text().split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    torch_line = next(line for line in recipe.splitlines() if "^torch==" in line or "'^triton==' requirements.txt" in line)
+    assert "--no-deps" not in torch_line
+    assert "--no-deps -r requirements.txt" in recipe
+    assert recipe.index("'^triton==' requirements.txt") < recipe.index("--no-deps -r requirements.txt")
