@@ -24,6 +24,7 @@ from longmab.prompts import load_templates
 from longmab.stages.pairs import build_pairs
 from longmab.stages.rollout import (
     EarlyStop,
+    apply_early_stop,
     assign_shards,
     estimate_cost,
     journal_path_for,
@@ -332,6 +333,15 @@ def test_early_stop_truncates_each_sample_at_its_stop_round(reference):
     assert pstats["rollout_samples"] == 4 and all(p["chosen_reward"] == 1.0 for p in pairs)
 
 
+@pytest.mark.parametrize("min_rounds", [1, 2, 4, 6])
+def test_apply_early_stop_equals_running_with_it(reference, min_rounds):
+    full = [json.loads(line) for line in reference.splitlines()]
+    stop = EarlyStop(enabled=True, min_rounds=min_rounds)
+    ran, _ = rollout(ScriptedEngine(), "async", early_stop=stop)
+    assert dump(apply_early_stop(full, stop)) == dump(ran)
+    assert dump(apply_early_stop(full, EarlyStop())) == reference
+
+
 def test_early_stop_off_by_default_and_validated(reference):
     out, stats = rollout(ScriptedEngine(), "sync", early_stop={"enabled": False, "min_rounds": 1})
     assert dump(out) == reference and stats["stopped_early"] == 0
@@ -387,3 +397,64 @@ def test_rollout_over_assigned_shards_equals_whole(tmp_path):
     parts = [rollout(ScriptedEngine(), "async", rows=s)[0] for s in assign_shards(rows, 2)]
     by_id = {r["id"]: r for p in parts for r in p}
     assert [json.dumps(by_id[r["id"]]) for r in whole] == [json.dumps(r) for r in whole]
+
+
+# -- rule adapter ------------------------------------------------------------------------------------
+
+
+def load_adapter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rollout_adapter", REPO / "workflow_scripts" / "rollout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_adapter_takes_its_balanced_part_of_all_embed_shards(tmp_path):
+    adapter = load_adapter()
+    rows = arm_rows(n=7)
+    for r in rows[2:4]:
+        r["chunks"], r["init_values"] = [], []
+    write_jsonl(tmp_path / "000.jsonl", rows[:5])
+    write_jsonl(tmp_path / "001.jsonl", rows[5:])
+    files = [str(tmp_path / "000.jsonl"), str(tmp_path / "001.jsonl")]
+    parts = [adapter.shard_rows(files, k, 2) for k in range(2)]
+    assert parts == assign_shards(rows, 2)
+    assert sorted(r["id"] for p in parts for r in p) == sorted(r["id"] for r in rows)
+    assert adapter.shard_rows(files[0]) == rows[:5]  # one file, no shard params: today's wiring
+    with pytest.raises(ValueError, match="params shard/shards"):
+        adapter.shard_rows(files)
+
+
+@pytest.fixture
+def restore_logging():
+    """The adapter's setup_logging replaces the longmab logger's handlers and stops propagation."""
+    logger = logging.getLogger("longmab")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    for h in saved[0]:
+        logger.addHandler(h)
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+def test_adapter_sets_legacy_checkpoint_aside_and_skips_the_engine_for_an_empty_shard(tmp_path, restore_logging):
+    from types import SimpleNamespace
+
+    adapter = load_adapter()
+    arms = tmp_path / "embed.jsonl"
+    write_jsonl(arms, [{"id": "a", "input": "q", "answer": "x", "context": "", "chunks": [], "init_values": []}])
+    out = tmp_path / "rollout" / "000.jsonl"
+    out.parent.mkdir()
+    legacy = legacy_checkpoint_for(out)
+    legacy.write_text('{"fingerprint": "abc", "done": 2, "hist')  # half-written: blocked every retry before
+    smk = SimpleNamespace(log=[str(tmp_path / "log.txt")], output=[str(out)],
+                          input=SimpleNamespace(arms=str(arms), model=None),
+                          params=SimpleNamespace(engine={"backend": "none"}))
+    adapter.main(smk)
+    assert [json.loads(x)["rounds"] for x in out.read_text().splitlines()] == [[]]
+    assert not legacy.exists() and len(list(out.parent.glob(".000.resume.json.corrupt-*"))) == 1
+    assert "set aside" in (tmp_path / "log.txt").read_text()

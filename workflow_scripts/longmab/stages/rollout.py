@@ -396,6 +396,27 @@ def run_rollout(
     return out, stats
 
 
+def apply_early_stop(rollout_rows: Sequence[Mapping], early_stop: EarlyStop | Mapping, subem: str = "char") -> list[dict]:
+    """The rows a rollout with ``early_stop`` would have written, from a rollout without it.
+
+    A sample's rounds depend only on its own earlier rounds, so its early-stopped record is the
+    first rounds of the full one, cut after the first round where :meth:`EarlyStop.stops` holds.
+    (bench/strategies.py measures early stop this way, from one rollout; tests check it equals
+    ``run_rollout(..., early_stop=...)``.)
+    """
+    stop = EarlyStop.from_dict(early_stop)
+    out = []
+    for row in rollout_rows:
+        rounds, strict = [], []
+        for rec in row.get("rounds", []):
+            if stop.stops(strict):
+                break
+            rounds.append(rec)
+            strict.append(strict_reward(rec["response"], row["answer"], subem))
+        out.append(dict(row, rounds=rounds))
+    return out
+
+
 def _run_sync(samples, engine, sampling, journal, counters, rounds) -> float:
     """Waves of one ``generate`` call over every unfinished sample (each at its own next round:
     after a resume from an async journal the samples can be at different rounds)."""
