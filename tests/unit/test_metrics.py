@@ -7,6 +7,7 @@ from longmab.metrics import (
     extract_answer,
     extract_probe_answer,
     f1_score,
+    marker_contexts,
     normalize_answer,
     probe_matches,
     rollout_reward,
@@ -72,6 +73,60 @@ def test_extract_probe_answer():
     assert extract_probe_answer("the answer isn't clear") is None
     assert extract_probe_answer("no marker") is None
     assert extract_probe_answer("") is None
+
+
+#: The probe template before issue #9.5 (as a user template now): it wrote the marker itself.
+OLD_PROBE = (
+    "Document:\n{context}\n\nQuestion: {question}\nCorrect answer: {answer}\n\nExplain step by step how the "
+    "correct answer follows from the document. In each step, cite the passage of the document that supports "
+    "it and quote the relevant words. Finish with one final sentence that begins with the words \"The "
+    "answer is\" followed by the correct answer."
+)
+#: The paper's probe instruction (reference src/syn_po_data/template.py, gen_probe).
+PAPER_PROBE = (
+    "You are provided with a long document, a complex logical reasoning question, and the correct answer. "
+    "Your task is to read the document and perform step-by-step reasoning and finally reach the correct "
+    "answer.\nInstructions:1.Each reasoning step should explicitly refer to the document.\n2.End your "
+    "reasoning with `The answer is` followed by the correct answer.\nDocument: {context}\n"
+    "Question: {question}\nAnswer: {answer}"
+)
+OBSERVED_ECHO = (
+    "Step 1: Passage 2 says the river rises in the hills.\n... Finish with one final sentence that begins "
+    "with the words \"The answer is\" followed by the correct answer."
+)
+
+
+def test_probe_echo_of_the_instruction_is_not_the_answer():
+    """Issue #9.5: the echo observed in the embedded run was taken as the final answer."""
+    assert extract_probe_answer(OBSERVED_ECHO) == '" followed by the correct answer.'  # without the template
+    assert extract_probe_answer(OBSERVED_ECHO, OLD_PROBE) is None
+    assert not probe_matches(OBSERVED_ECHO, "the correct answer", template=OLD_PROBE)
+    # A real answer before or after the echo is still found (the last non-echo marker).
+    assert extract_probe_answer("So the answer is Thames.\n" + OBSERVED_ECHO, OLD_PROBE) == "thames."
+    assert extract_probe_answer(OBSERVED_ECHO + "\nThe answer is Thames", OLD_PROBE) == "thames"
+    # A partial echo (without the sentence's start) is recognised by the words after the marker...
+    assert extract_probe_answer('End with "The answer is" followed by the correct answer', OLD_PROBE) is None
+    # ...and an echo that changes what follows by the words before it.
+    assert extract_probe_answer('begins with the words "The answer is" and so on', OLD_PROBE) is None
+    # Ordinary answers are not echoes.
+    for text, want in [("Therefore, the answer is Paris.", "paris."), ("The answer is: 1999", "1999"),
+                       ("the answer is followed", "followed")]:
+        assert extract_probe_answer(text, OLD_PROBE) == want
+
+
+def test_probe_echo_of_the_papers_template():
+    echo = "1.Each reasoning step should explicitly refer to the document.\n2.End your reasoning with `The answer is` followed by the correct answer."
+    assert extract_probe_answer(echo) is not None
+    assert extract_probe_answer(echo, PAPER_PROBE) is None
+    assert probe_matches(echo + "\nPassage 3 gives it. The answer is Oslo.", "Oslo", template=PAPER_PROBE)
+
+
+def test_marker_contexts():
+    assert marker_contexts(OLD_PROBE) == [(("with", "the", "words"), ("followed", "by", "the"))]
+    assert marker_contexts(PAPER_PROBE) == [(("end", "your", "reasoning", "with")[-3:], ("followed", "by", "the"))]
+    assert marker_contexts(None) == [] and marker_contexts("no marker {context}") == []
+    # A field ends the context: the words after {answer} are not next to the marker in the prompt.
+    assert marker_contexts("Say the answer is {answer} please") == [(("say",), ())]
 
 
 def test_probe_matches():

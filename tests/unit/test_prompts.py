@@ -4,6 +4,7 @@ import pytest
 from longmab.metrics import extract_answer, extract_probe_answer, probe_matches
 from longmab.prompts import (
     DEFAULT_TEMPLATES,
+    echo_risks,
     join_chunks,
     load_templates,
     render_answer,
@@ -27,7 +28,7 @@ def test_render_probe_contains_document_question_and_gold():
     assert len(msgs) == 1 and msgs[0]["role"] == "user"
     content = msgs[0]["content"]
     assert CTX in content and Q in content and "Paris" in content.split(Q)[1]
-    assert '"The answer is"' in content
+    assert '"The answer" followed by "is"' in content
 
 
 def test_render_answer_structure():
@@ -46,6 +47,23 @@ def test_default_prompts_hold_no_extractable_answer():
     probe_prompt = render_probe(load_templates(), CTX, Q, "Paris")[0]["content"]
     assert not probe_matches(probe_prompt, "Paris")  # an echoed probe prompt is not a correct probe
     assert extract_probe_answer(probe_prompt + "\nThe answer is Paris.") == "paris."
+
+
+def test_default_probe_template_writes_no_marker():
+    # Issue #9.5: no "the answer is" anywhere in the default probe template, so its echo has none.
+    assert "the answer is" not in DEFAULT_TEMPLATES["probe"].lower()
+    sentence = DEFAULT_TEMPLATES["probe"].rsplit("quote the relevant words. ", 1)[1]
+    assert sentence.startswith("Finish with one final sentence")
+    assert extract_probe_answer("Passage 1 names Paris.\n" + sentence) is None
+
+
+def test_echo_risk_of_a_marker_right_before_the_answer_field(caplog):
+    bad = "{context}\n{question}\nEnd with: The answer is {answer}"
+    assert echo_risks("probe", bad) and not echo_risks("answer", bad)
+    assert echo_risks("probe", DEFAULT_TEMPLATES["probe"]) == []
+    with caplog.at_level("WARNING", logger="longmab"):
+        load_templates({"probe": bad})
+    assert "right before {answer}" in caplog.text
 
 
 def test_braces_in_values_are_not_reinterpreted():

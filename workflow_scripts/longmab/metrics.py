@@ -29,6 +29,11 @@ _PUNCT = frozenset(string.punctuation)
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 _PROBE_MARKER_RE = re.compile(r"\bthe answer is\b:?")
 _PROBE_CAPTURE_RE = re.compile(r"\s*(.*)")
+_WORD_RE = re.compile(r"\w+")
+
+#: Words compared on each side of an answer marker to recognise an echo of the prompt's own
+#: instruction (see :func:`marker_contexts`).
+ECHO_CONTEXT_WORDS = 3
 
 
 def normalize_answer(s: str) -> str:
@@ -78,7 +83,65 @@ def extract_answer(text: str | None) -> str | None:
     return None
 
 
-def extract_probe_answer(text: str | None) -> str | None:
+def marker_contexts(template: str | None, marker: re.Pattern = _PROBE_MARKER_RE) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The words around every answer marker that a prompt template writes itself.
+
+    A model that repeats its instructions (``... a final sentence that begins with the words "The
+    answer is" followed by the correct answer.``) produces a marker that is no answer. This function
+    records, for each marker in the template's literal text (the text outside ``{fields}``), the
+    lower-cased words right before and right after it (at most :data:`ECHO_CONTEXT_WORDS` each; a
+    ``{field}`` ends the context, since the words beyond it are not adjacent in the prompt).
+
+    Parameters
+    ----------
+    template : str or None
+        A ``str.format`` prompt template (``{{`` / ``}}`` are literal braces); None gives ``[]``.
+    marker : re.Pattern
+        The marker, matched on lower-cased text (default: the probe's ``the answer is`` with an
+        optional colon).
+
+    Returns
+    -------
+    list of (tuple of str, tuple of str)
+        ``(words_before, words_after)`` per marker occurrence in the template, in template order.
+    """
+    if not template:
+        return []
+    try:
+        literals = [lit for lit, _, _, _ in string.Formatter().parse(template)]
+    except ValueError:  # not a valid format string: take it as plain text
+        literals = [template]
+    out = []
+    for literal in literals:
+        low = literal.lower()
+        for m in marker.finditer(low):
+            before = tuple(_WORD_RE.findall(low[: m.start()])[-ECHO_CONTEXT_WORDS:])
+            after = tuple(_WORD_RE.findall(low[m.end() :])[:ECHO_CONTEXT_WORDS])
+            out.append((before, after))
+    return out
+
+
+def is_prompt_echo(low: str, match: re.Match, contexts: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> bool:
+    """Whether the marker ``match`` in the lower-cased text ``low`` repeats a marker of the prompt.
+
+    True when the words right before the marker equal the words before a template marker, or the
+    words right after it equal the words after one (:func:`marker_contexts`); a side with fewer than
+    2 words in the template is not used (a single word is too weak a sign of an echo).
+    """
+    if not contexts:
+        return False
+    window = 40 * ECHO_CONTEXT_WORDS
+    before = tuple(_WORD_RE.findall(low[max(0, match.start() - window) : match.start()]))
+    after = tuple(_WORD_RE.findall(low[match.end() : match.end() + window]))
+    for t_before, t_after in contexts:
+        if len(t_before) >= 2 and before[-len(t_before) :] == t_before:
+            return True
+        if len(t_after) >= 2 and after[: len(t_after)] == t_after:
+            return True
+    return False
+
+
+def extract_probe_answer(text: str | None, template: str | None = None) -> str | None:
     """The answer of a probe chain of thought: what follows the last ``the answer is`` (method.md §2).
 
     Fixes the reference's regex ``the answer is (.*)`` (§9): an optional colon is allowed
@@ -86,31 +149,46 @@ def extract_probe_answer(text: str | None) -> str | None:
     isn't"`` is no marker). The capture runs to the end of its line after skipping whitespace (so
     ``"The answer is:\\nX"`` gives ``"x"``).
 
+    Parameters
+    ----------
+    text : str or None
+        The model's output.
+    template : str, optional
+        The probe prompt template the output answers. Markers that repeat one of the template's own
+        markers with its surrounding words (an echo of the instructions, :func:`is_prompt_echo`) are
+        ignored, so an echoed instruction is never taken as the answer. The default template writes
+        no marker at all; this protects user templates (e.g. the paper's "End your reasoning with
+        `The answer is` followed by the correct answer.").
+
     Returns
     -------
     str or None
-        The lower-cased, stripped capture; ``None`` without a marker or when the capture is empty.
+        The lower-cased, stripped capture; ``None`` without a (non-echo) marker or when the capture
+        is empty.
     """
     if not text:
         return None
     low = text.lower()
+    contexts = marker_contexts(template)
     last = None
-    for last in _PROBE_MARKER_RE.finditer(low):
-        pass
+    for m in _PROBE_MARKER_RE.finditer(low):
+        if not is_prompt_echo(low, m, contexts):
+            last = m
     if last is None:
         return None
     cap = _PROBE_CAPTURE_RE.match(low, last.end()).group(1).strip()
     return cap or None
 
 
-def probe_matches(probe_text: str | None, gold: Gold, mode: str = "char") -> bool:
+def probe_matches(probe_text: str | None, gold: Gold, mode: str = "char", template: str | None = None) -> bool:
     """Whether a probe chain of thought reaches the gold answer (method.md §2, keep/drop test).
 
     True when the extracted probe answer and a gold answer, both normalized and non-empty, contain
     one another (either direction). ``mode="token"`` uses contiguous token containment instead of
-    character substrings.
+    character substrings. ``template``: the probe template, whose echoed markers are ignored
+    (:func:`extract_probe_answer`).
     """
-    pred = extract_probe_answer(probe_text)
+    pred = extract_probe_answer(probe_text, template)
     if pred is None:
         return False
     npred = normalize_answer(pred)

@@ -4,23 +4,33 @@ Two templates, filled with :meth:`str.format`:
 
 - ``probe`` (fields ``{context}``, ``{question}``, ``{answer}``): full document, question and the
   gold answer; asks for a step-by-step explanation citing the document that ends with a sentence
-  beginning "The answer is".
+  "The answer is <answer>" (described without writing those three words together).
 - ``answer`` (fields ``{context}``, ``{question}``): chunks or full document and the question; asks
   for reasoning then the answer on lines starting ``Reasoning:`` and ``Answer:``.
 
 The default wording describes the answer format in words and never contains an answer marker itself
-(no ``answer:`` / ``the answer is:`` followed by a placeholder), so a model that echoes its
-instructions does not produce a spurious extracted answer (method.md §9). User templates (e.g. the
-paper's exact prompts) replace them through :func:`load_templates`; literal braces in a template must
-be doubled (``{{`` / ``}}``), as usual for ``str.format``.
+(no ``answer:``, and no ``the answer is`` either), so a model that echoes its instructions does not
+produce a spurious extracted answer (method.md §9; issue #9.5: with the earlier wording '... begins
+with the words "The answer is" followed by the correct answer.' an echo was extracted as the answer
+'" followed by the correct answer.'). User templates (e.g. the paper's exact prompts, which do
+contain markers) replace them through :func:`load_templates`; the probe filter then ignores markers
+that repeat the template's own (:func:`longmab.metrics.extract_probe_answer` with ``template=``).
+Literal braces in a template must be doubled (``{{`` / ``}}``), as usual for ``str.format``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+log = logging.getLogger("longmab")
+
+# A probe marker right before the {answer} field: an echo of it reads as a correct final answer.
+_MARKER_BEFORE_FIELD_RE = re.compile(r"\bthe answer is\b:?\W*$")
 
 PROBE_TEMPLATE = """\
 You are given a document, a question about it, and the correct answer to that question.
@@ -33,7 +43,7 @@ Correct answer: {answer}
 
 Explain step by step how the correct answer follows from the document. In each step, cite the \
 passage of the document that supports it and quote the relevant words. Finish with one final \
-sentence that begins with the words "The answer is" followed by the correct answer."""
+sentence that begins with "The answer" followed by "is" and then the correct answer."""
 
 ANSWER_TEMPLATE = """\
 Read the document below and answer the question that follows it.
@@ -87,6 +97,25 @@ def validate_template(name: str, template: str) -> None:
         )
 
 
+def echo_risks(name: str, template: str) -> list[str]:
+    """Warnings about a template whose echo would be scored as an answer (empty when there is none).
+
+    A probe template that writes ``the answer is`` right before ``{answer}`` (e.g. "End with: The
+    answer is {answer}") cannot be protected: a model that repeats that line has produced the gold
+    answer after a marker, which is exactly what a correct probe looks like.
+    """
+    if name != "probe":
+        return []
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        if field == "answer" and _MARKER_BEFORE_FIELD_RE.search(literal.lower()):
+            out.append(
+                f"prompt template {name!r} writes 'the answer is' right before {{answer}}: a model that "
+                "echoes that line passes the probe filter without reasoning; describe the format instead"
+            )
+    return out
+
+
 def load_templates(overrides: Mapping[str, str | os.PathLike | None] | None = None) -> dict[str, str]:
     """The default templates with ``overrides`` applied and all templates validated.
 
@@ -122,6 +151,8 @@ def load_templates(overrides: Mapping[str, str | os.PathLike | None] | None = No
         templates[name] = str(value)
     for name, template in templates.items():
         validate_template(name, template)
+        for warning in echo_risks(name, template):
+            log.warning(warning)
     return templates
 
 
