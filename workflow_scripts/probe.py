@@ -14,8 +14,10 @@ def main(smk):
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
+        # subem: config reward.subem (the keep decision's containment test); max_model_len: samples
+        # whose probe prompt + max_tokens exceed it are dropped with a reason, not the whole shard.
         kept, stats = run_probe(samples, engine, load_templates(p.prompts), probe_sampling(p.sampling),
-                                p.chunking, p.seed)
+                                p.chunking, p.seed, subem=p.subem, max_model_len=p.engine["max_model_len"])
     finally:
         engine.close()
     write_jsonl(smk.output.probes, kept)

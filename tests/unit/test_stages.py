@@ -83,8 +83,90 @@ def test_prepare_shards_bad_file_writes_nothing(tmp_path):
     ],
 )
 def test_drop_reason(probe, reason):
-    got = drop_reason(probe, "Ashvale")
+    got = drop_reason(probe, "Ashvale", template=TEMPLATES["probe"])
     assert (got is None) if reason is None else (reason in got)
+
+
+def test_drop_reason_names_an_echo_of_the_instruction():
+    user = "{context}\n{question} ({answer})\nEnd with `The answer is` followed by the correct answer."
+    echo = "Step 1: Passage 1. End with `The answer is` followed by the correct answer."
+    assert "only echoes" in drop_reason(echo, "Ashvale", template=user)
+    assert "does not match" in drop_reason(echo, "Ashvale")  # without the template: taken as an answer
+
+
+def test_run_probe_subem_mode_reaches_the_filter():
+    """Issue #9.8: reward.subem = token also applies to the probe's keep decision."""
+    engine = ScriptedEngine(lambda p, s: "Passage 2 says so. The answer is thus the north.")
+    rows = [sample(0, answer="U.S.")]  # normalizes to "us": a substring of "thus" but not a token
+    kept, _ = run_probe(rows, engine, TEMPLATES, SAMPLING, {"chunk_size": 8}, seed=1, subem="char")
+    assert len(kept) == 1
+    kept, stats = run_probe(rows, engine, TEMPLATES, SAMPLING, {"chunk_size": 8}, seed=1, subem="token")
+    assert kept == [] and "does not match" in stats["dropped_ids"][0]["reason"]
+    with pytest.raises(ValueError, match="subem"):
+        run_probe(rows, engine, TEMPLATES, SAMPLING, {"chunk_size": 8}, seed=1, subem="word")
+
+
+def test_run_probe_drops_a_sample_too_long_for_the_window(caplog):
+    """Issue #13.6: one over-long context is dropped with its reason; the rest of the shard proceeds."""
+    huge = sample(1, context="Passage 1:\n" + "Mira Tolk was born in Ashvale. " * 2000)
+    engine = ScriptedEngine(lambda p, s: "Passage 1. The answer is Ashvale.")
+    with caplog.at_level("WARNING", logger="longmab"):
+        kept, stats = run_probe([sample(0), huge, sample(2)], engine, TEMPLATES, SAMPLING, {"chunk_size": 8},
+                                seed=1, max_model_len=1000)
+    assert engine.calls == [2]  # the huge one never reaches the engine
+    assert [r["id"] for r in kept] == ["0", "2"]
+    assert stats["too_long"] == 1 and stats["dropped"] == 1 and stats["kept"] == 2
+    (drop,) = stats["dropped_ids"]
+    assert drop["id"] == "1" and drop["reason"].startswith("prompt too long:")
+    assert "+ max_tokens 16 > max_model_len 1000" in drop["reason"]
+    assert "id=1 (shard line 2)" in caplog.text
+    # Without a window (none given, none on the engine) nothing is measured.
+    _, stats = run_probe([huge], ScriptedEngine(lambda p, s: "The answer is Ashvale"), TEMPLATES, SAMPLING,
+                         {"chunk_size": 8}, seed=1)
+    assert stats["too_long"] == 0 and stats["kept"] == 1
+
+
+def test_run_probe_engine_error_names_the_sample():
+    class Refusing(ScriptedEngine):
+        def generate(self, conversations, sampling, seeds):
+            err = ValueError("prompt 1 of this call has 99 tokens, max_model_len is 50")
+            err.request_index = 1
+            raise err
+
+    engine = Refusing(None)
+    with pytest.raises(ValueError, match=r"sample id='2' \(shard line 3\): prompt 1 of this call"):
+        run_probe([sample(0), sample(1, context="x " * 2000), sample(2)], engine, TEMPLATES, SAMPLING,
+                  {"chunk_size": 8}, seed=1, max_model_len=1000)
+
+
+@pytest.mark.slow
+def test_run_probe_real_engine_survives_a_huge_sample(tmp_path):
+    """The transformers engine on the embedded policy: a shard of short samples plus one ~1 MB context
+    with a 2048-token window. Before, the engine failed the whole shard ("prompt 0 has ... tokens")."""
+    from pathlib import Path
+
+    from longmab.engine import make_engine
+
+    built = Path(__file__).resolve().parents[2] / "results" / "models" / "policy"
+    if (built / "config.json").exists():
+        model = str(built)
+    else:
+        from longmab.models import build_embedded_policy
+
+        model = str(build_embedded_policy(tmp_path / "policy"))
+    engine = make_engine("transformers", model, dtype="float32", max_model_len=2048, seed=0)
+    try:
+        huge = sample(7, context="Passage 1:\n" + "Mira Tolk was born in Ashvale, by the river. " * 22_000)
+        assert len(huge["context"]) > 900_000
+        short = SamplingConfig(temperature=1.0, top_p=0.95, presence_penalty=1.0, max_tokens=8)
+        rows, stats = run_probe([sample(0), huge, sample(1)], engine, TEMPLATES, short, {"chunk_size": 64},
+                                seed=1, keep_unmatched=True)
+    finally:
+        engine.close()
+    assert [r["id"] for r in rows] == ["0", "1"] and all(isinstance(r["probe"], str) for r in rows)
+    assert stats["too_long"] == 1 and stats["samples"] == 3
+    reason = next(d["reason"] for d in stats["dropped_ids"] if d["id"] == "7")
+    assert reason.startswith("prompt too long:") and "max_model_len 2048" in reason
 
 
 def test_run_probe_keeps_matching_and_counts_drops():
