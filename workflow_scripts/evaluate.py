@@ -8,6 +8,14 @@ from longmab.provenance import describe_model, provenance_record
 from longmab.stages.evaluate import evaluate
 
 
+def eval_sampling(p) -> SamplingConfig:
+    """The evaluation decoding from the rule params: eval.temperature (paper 0: greedy), eval.max_tokens
+    and eval.presence_penalty (paper 1.0: the reference's eval.py decodes greedily with it, and vLLM
+    applies the penalty in greedy decoding too)."""
+    return SamplingConfig(temperature=p.temperature, top_p=1.0, presence_penalty=p.presence_penalty,
+                          max_tokens=p.max_tokens)
+
+
 def main(smk):
     setup_logging(smk.log[0])
     p = smk.params
@@ -15,7 +23,7 @@ def main(smk):
     benchmarks = {name: load_benchmark(path, p.benchmarks[name]["format"], p.max_samples)
                   for name, path in zip(names, smk.input.benchmarks)}
     model = str(smk.input.model) if smk.input.model else p.model  # a built folder or a user path / hub id
-    sampling = SamplingConfig(temperature=p.temperature, top_p=1.0, presence_penalty=0.0, max_tokens=p.max_tokens)
+    sampling = eval_sampling(p)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed)
     try:
