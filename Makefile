@@ -44,6 +44,24 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
 
+# Resume after a crash, kill -9, a power loss or a stop (README, Reliability): the same CORES and
+# SNAKEMAKE_ARGS as `make run`. Refuses while a Snakemake process or one of its jobs still works in
+# this directory, or while a run started on another host (shared file system) has not ended
+# (FORCE=1 once you know that host's run is dead); then removes the stale lock and re-runs the
+# jobs that were cut short.
+resume: $(STAMP)
+	PYTHONPATH=$(CURDIR)/workflow_scripts $(BIN)/python -m longmab.cli runctl check $(if $(FORCE),--force)
+	$(BIN)/snakemake --unlock $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
+
+# Ask the run in this directory to stop: its running jobs finish, no new job starts; it exits with
+# 143 and says what finished (`make resume` goes on from there). Ctrl-C cancels the running jobs.
+stop:
+	PYTHONPATH=$(CURDIR)/workflow_scripts $(BIN)/python -m longmab.cli runctl stop
+
+.PHONY: resume stop
+
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from longmab.config import (
     ConfigError,
     check_config,

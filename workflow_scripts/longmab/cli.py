@@ -130,9 +130,45 @@ def _convert_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- runctl -----------------------------------------------------------------------------------------
+
+
+def _runctl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check", "stop"],
+                   help="check: exit 0 only if resuming here is safe (no Snakemake process or job of one "
+                        "still works in the directory, no unfinished run of another host), and forget the "
+                        "records of dead runs; stop: send SIGTERM to the Snakemake run of the directory "
+                        "(running jobs finish, nothing new starts)")
+    p.add_argument("--dir", default=".", help="the workflow's working directory (default: .)")
+    p.add_argument("--force", action="store_true",
+                   help="check: accept an unfinished run recorded by another host (you know it is dead)")
+
+
+def _runctl_run(args: argparse.Namespace) -> int:
+    from .runctl import check_resume, request_stop
+
+    if args.action == "check":
+        result = check_resume(args.dir, force=args.force)
+        print(result.message(args.dir), file=sys.stdout if result.ok else sys.stderr)
+        if result.ok:
+            for path in result.stale:
+                path.unlink(missing_ok=True)
+        return 0 if result.ok else 1
+    stopped = request_stop(args.dir)
+    if not stopped:
+        print(f"no Snakemake run found in {args.dir}", file=sys.stderr)
+        return 1
+    for p in stopped:
+        print(f"asked Snakemake (pid {p.pid}) to stop: its running jobs finish, no new job starts; it then "
+              "reports what finished and exits with status 143. Resume later with: make resume")
+    return 0
+
+
 register("validate", "check raw training JSONL files (exit 1 on problems)", _validate_args, _validate_run)
 register("convert", "convert MuSiQue / HotpotQA files into raw training JSONL", _convert_args, _convert_run)
 register("synth", "write the seeded synthetic train/test data", _synth_args, _synth_run)
+register("runctl", "run control: is it safe to resume here (check), stop the run here (stop)", _runctl_args,
+         _runctl_run)
 
 
 # --- entry point ------------------------------------------------------------------------------------
