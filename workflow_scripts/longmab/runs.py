@@ -50,6 +50,8 @@ METHOD_KEYS = ("init", "rollout", "pairs", "dpo", "sampling")
 STAGES = ("data", "probe", "embed", "rollout", "sealong", "mbr", "pairs", "dpo", "eval")
 PAIR_METHODS = ("longmab", "sealong")
 INIT_SLUGS = {"probe_similarity": "probe", "query_similarity": "query", "random": "random"}
+#: Keys of a stage's config section that change how fast, not what, it computes (kept out of tags).
+NOT_DETERMINING = {"rollout": {"schedule"}}
 #: A tag: slug, dash, 8 hex digits (Snakemake wildcard constraint of every ``{tag}``).
 TAG_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*-[0-9a-f]{8}"
 RESERVED_RUN_NAMES = ("base",)
@@ -299,7 +301,8 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
         r = c["rollout"]
         tags["rollout"] = plan.add("rollout", f"{r['strategy']}-r{r['rounds']}-k{r['top_k']}", {
             "embed": tags["embed"], "engine": engine, "sampling": rollout_sampling(c["sampling"]),
-            **{k: copy.deepcopy(v) for k, v in r.items()}, "subem": c["reward"]["subem"], "template": answer,
+            **{k: copy.deepcopy(v) for k, v in r.items() if k not in NOT_DETERMINING["rollout"]},
+            "subem": c["reward"]["subem"], "template": answer,
             "seed": seed})
         tags["pairs"] = plan.add("pairs", name, {"rollout": tags["rollout"], "method": method, **common_pairs})
     elif method == "sealong":
