@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 from longmab.config import load_schema, validate_config
-from longmab.dpo import count_pairs, device_overrides, dump_yaml, export_args, read_trainer_log, train, train_args
+from longmab.dpo import (
+    accumulation_steps,
+    batch_overrides,
+    count_pairs,
+    device_overrides,
+    dump_yaml,
+    export_args,
+    read_trainer_log,
+    train,
+    train_args,
+    training_processes,
+)
 from longmab.stages.pairs import dataset_info
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -38,7 +49,9 @@ def test_train_args_paper_defaults():
     assert (a["dataset"], a["dataset_dir"], a["template"]) == ("longmab_x", "results/pairs/x", "chatml")
     assert a["model_name_or_path"] == "results/models/policy" and a["seed"] == 7
     assert (a["logging_steps"], a["plot_loss"], a["report_to"], a["save_strategy"]) == (1, True, "none", "no")
-    for key in ("gradient_checkpointing", "extra"):
+    assert a["optim"] == "adamw_torch" and a["ddp_timeout"] == 180000000  # the reference's yaml (issue #9.7)
+    assert (a["per_device_train_batch_size"], a["gradient_accumulation_steps"]) == (1, 1)
+    for key in ("gradient_checkpointing", "extra", "effective_batch_size"):
         assert key not in a
 
 
@@ -69,6 +82,71 @@ def test_device_overrides():
     assert device_overrides({"bf16": True}, gpu=True) == {}
     assert device_overrides({"bf16": True, "fp16": False}, gpu=False) == {"bf16": False}
     assert device_overrides({}, gpu=False) == {}
+
+
+def test_effective_batch_size_default_is_the_papers():
+    assert dpo_defaults()["effective_batch_size"] == 4
+    assert dpo_defaults(effective_batch_size=None)["effective_batch_size"] is None
+
+
+@pytest.mark.parametrize(
+    "gpus,env,processes",
+    [
+        (0, {}, 1),  # CPU: one process
+        (1, {}, 1),
+        (1, {"FORCE_TORCHRUN": "1"}, 1),  # DeepSpeed on one GPU: torchrun with one process
+        (2, {}, 2),  # LLaMA-Factory launches torchrun by itself with every visible GPU
+        (4, {}, 4),
+        (4, {"NPROC_PER_NODE": "2"}, 2),
+        (4, {"NNODES": "2"}, 8),
+        (0, {"FORCE_TORCHRUN": "true"}, 1),
+    ],
+)
+def test_training_processes(gpus, env, processes):
+    assert training_processes(gpus, env) == processes
+
+
+def test_accumulation_keeps_the_effective_batch():
+    # paper: 4 = 1 per device x 4 GPUs x 1; on fewer GPUs the accumulation makes up the difference.
+    assert [accumulation_steps(4, 1, n) for n in (1, 2, 4)] == [4, 2, 1]
+    assert accumulation_steps(8, 2, 2) == 2
+    with pytest.raises(ValueError, match=r"dpo.effective_batch_size 4 is not a multiple of .* 1 x 3 .* = 3"):
+        accumulation_steps(4, 1, 3)
+    with pytest.raises(ValueError, match="not a multiple"):
+        accumulation_steps(4, 1, 8)  # more processes than the effective batch
+    with pytest.raises(ValueError, match=">= 1"):
+        accumulation_steps(4, 0, 1)
+
+
+def test_batch_overrides_logged(caplog):
+    args = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2}
+    with caplog.at_level("INFO", logger="longmab"):
+        assert batch_overrides(args, 4, gpus=2, environ={}) == {"gradient_accumulation_steps": 2}
+        assert batch_overrides(args, 4, gpus=0, environ={}) == {"gradient_accumulation_steps": 4}
+        assert batch_overrides(args, None, gpus=2, environ={}) == {}  # null: as configured
+    assert "effective 4 = 1 per device x 2 process(es) (2 GPU(s) visible) x accumulation 2" in caplog.text
+    assert "x accumulation 2 = 4 (dpo.effective_batch_size is null" in caplog.text
+
+
+@pytest.mark.slow
+def test_train_passes_the_derived_accumulation_to_llamafactory(tmp_path):
+    """The real llamafactory-cli gets gradient_accumulation_steps on its command line (here it then
+    fails on a model path that does not exist, after the command line was logged)."""
+    d = write_dataset(tmp_path / "pairs")
+    args = make_args(dpo_defaults(bf16=False, val_size=0.0, deepspeed=""), dataset="longmab_t",
+                     dataset_dir=str(d), model=str(tmp_path / "no-model"))
+    (tmp_path / "train.yaml").write_text(dump_yaml(args))
+    with pytest.raises(ValueError, match="not a multiple"):
+        train(tmp_path / "train.yaml", tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "lf.log",
+              gpu=True, gpus=3, effective_batch_size=4)
+    pytest.importorskip("llamafactory")
+    with pytest.raises(RuntimeError, match="llamafactory-cli train failed"):
+        train(tmp_path / "train.yaml", tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "lf.log",
+              gpu=False, effective_batch_size=4)
+    command = (tmp_path / "lf.log").read_text().splitlines()[0]
+    assert command.startswith("$ ") and " train " in command
+    assert " gradient_accumulation_steps=4 " in command and "output_dir=" in command
+    assert not (tmp_path / "adapter").exists()
 
 
 def write_dataset(folder: Path, name="longmab_t") -> Path:

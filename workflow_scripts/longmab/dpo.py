@@ -31,7 +31,7 @@ TRAINER_LOG = "trainer_log.jsonl"
 TRAINER_STATE = "trainer_state.json"
 
 #: ``dpo.*`` config keys that are not LLaMA-Factory arguments of the same name.
-_SPECIAL = {"bf16", "gradient_checkpointing", "deepspeed", "val_size", "extra"}
+_SPECIAL = {"bf16", "gradient_checkpointing", "deepspeed", "val_size", "extra", "effective_batch_size"}
 
 
 def train_args(
@@ -50,8 +50,11 @@ def train_args(
     ----------
     dpo : mapping
         The ``dpo`` section of the config (schema defaults filled). Every key but ``bf16``,
-        ``gradient_checkpointing``, ``deepspeed``, ``val_size`` and ``extra`` is a LLaMA-Factory
-        argument of the same name. ``extra`` is merged last, verbatim (it may override anything).
+        ``gradient_checkpointing``, ``deepspeed``, ``val_size``, ``effective_batch_size`` and
+        ``extra`` is a LLaMA-Factory argument of the same name (``optim: adamw_torch`` and
+        ``ddp_timeout: 180000000`` as in the reference's yaml). ``extra`` is merged last, verbatim
+        (it may override anything). ``effective_batch_size`` is not written: :func:`train` turns it
+        into ``gradient_accumulation_steps`` for the GPUs the job has.
     model : str
         ``model_name_or_path``: the built embedded policy folder, a local folder or a hub id.
     dataset, dataset_dir : str
@@ -144,13 +147,107 @@ def write_yaml(path: str | os.PathLike, args: Mapping[str, Any], header: str = "
 
 
 def has_gpu() -> bool:
-    """True when torch sees a CUDA device (imports torch lazily)."""
-    try:
-        import torch
+    """True when this job trains on CUDA (decided without initialising CUDA: :mod:`longmab.device`)."""
+    from .device import cuda_available
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001
-        return False
+    return cuda_available()
+
+
+def visible_gpus() -> int:
+    """CUDA devices this job may use (NVML / ``/proc`` and ``CUDA_VISIBLE_DEVICES``; no CUDA call)."""
+    from .device import cuda_device_count
+
+    return cuda_device_count()
+
+
+def _env_enabled(env: Mapping[str, str], name: str) -> bool:
+    """LLaMA-Factory's ``is_env_enabled``: ``true``, ``y`` or ``1`` (any case)."""
+    return env.get(name, "0").lower() in ("true", "y", "1")
+
+
+def training_processes(gpus: int, environ: Mapping[str, str] | None = None) -> int:
+    """How many training processes ``llamafactory-cli train`` starts, as its launcher decides.
+
+    It launches torchrun when ``FORCE_TORCHRUN`` is set or more than one GPU is visible, with
+    ``NNODES`` (default 1) x ``NPROC_PER_NODE`` (default: the visible GPUs) processes; otherwise one
+    process (one GPU, or the CPU).
+
+    Parameters
+    ----------
+    gpus : int
+        Visible CUDA devices (0 on the CPU).
+    environ : mapping, optional
+        The environment LLaMA-Factory runs with (default ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    if not (_env_enabled(env, "FORCE_TORCHRUN") or gpus > 1):
+        return 1
+    nnodes = int(env.get("NNODES") or 1)
+    nproc = int(env.get("NPROC_PER_NODE") or gpus or 1)
+    return max(1, nnodes) * max(1, nproc)
+
+
+def accumulation_steps(effective_batch_size: int, per_device: int, processes: int) -> int:
+    """``gradient_accumulation_steps`` that keeps the global batch at ``effective_batch_size``.
+
+    ``effective_batch_size = per_device x processes x accumulation``.
+
+    Raises
+    ------
+    ValueError
+        When ``per_device x processes`` does not divide ``effective_batch_size`` (the message names
+        the config keys and the numbers).
+    """
+    effective_batch_size, per_device, processes = int(effective_batch_size), int(per_device), int(processes)
+    if min(effective_batch_size, per_device, processes) < 1:
+        raise ValueError(f"batch sizes must be >= 1 (effective {effective_batch_size}, per device {per_device}, "
+                         f"processes {processes})")
+    step = per_device * processes
+    if effective_batch_size % step:
+        raise ValueError(
+            f"dpo.effective_batch_size {effective_batch_size} is not a multiple of dpo.per_device_train_batch_size "
+            f"{per_device} x {processes} training process(es) = {step}: change one of them (or set "
+            "dpo.effective_batch_size: null to train with per_device x processes x gradient_accumulation_steps)"
+        )
+    return effective_batch_size // step
+
+
+def batch_overrides(
+    args: Mapping[str, Any],
+    effective_batch_size: int | None,
+    gpus: int,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``gradient_accumulation_steps`` override for the machine the training runs on (logged).
+
+    Parameters
+    ----------
+    args : mapping
+        The training yaml's arguments (``per_device_train_batch_size``, ``gradient_accumulation_steps``).
+    effective_batch_size : int or None
+        ``dpo.effective_batch_size``; None keeps the yaml's accumulation (nothing is overridden).
+    gpus : int
+        Visible CUDA devices (0 on the CPU).
+    environ : mapping, optional
+        The environment LLaMA-Factory runs with (``FORCE_TORCHRUN``, ``NNODES``, ``NPROC_PER_NODE``).
+
+    Returns
+    -------
+    dict
+        ``{"gradient_accumulation_steps": int}``, or ``{}`` when ``effective_batch_size`` is None.
+    """
+    per_device = int(args.get("per_device_train_batch_size", 1))
+    processes = training_processes(gpus, environ)
+    if effective_batch_size is None:
+        accumulation = int(args.get("gradient_accumulation_steps", 1))
+        log.info("DPO batch: %d per device x %d process(es) (%d GPU(s) visible) x accumulation %d = %d "
+                 "(dpo.effective_batch_size is null: as configured)", per_device, processes, gpus,
+                 accumulation, per_device * processes * accumulation)
+        return {}
+    accumulation = accumulation_steps(effective_batch_size, per_device, processes)
+    log.info("DPO batch: effective %d = %d per device x %d process(es) (%d GPU(s) visible) x accumulation %d",
+             int(effective_batch_size), per_device, processes, gpus, accumulation)
+    return {"gradient_accumulation_steps": accumulation}
 
 
 def device_overrides(args: Mapping[str, Any], gpu: bool) -> dict[str, Any]:
@@ -234,12 +331,25 @@ def train(
     trainer_log: str | os.PathLike,
     log_path: str | os.PathLike,
     gpu: bool | None = None,
+    effective_batch_size: int | None = None,
+    gpus: int | None = None,
 ) -> dict:
     """Run the DPO training of ``yaml_path`` into ``adapter_dir`` (atomically).
 
     ``trainer_log`` receives a copy of LLaMA-Factory's ``trainer_log.jsonl`` (one line per logged
     step: ``loss``, ``reward``, ``accuracy``, ``lr``, ``epoch``...). Refuses to start when the
     dataset has no pairs. Returns the effective overrides.
+
+    Parameters
+    ----------
+    gpu : bool, optional
+        Train on CUDA; default: decided without initialising CUDA (:func:`has_gpu`).
+    effective_batch_size : int, optional
+        ``dpo.effective_batch_size`` (paper 4): ``gradient_accumulation_steps`` is derived from it
+        and the training processes the job really has (:func:`batch_overrides`) and passed on the
+        command line. None: the yaml's accumulation.
+    gpus : int, optional
+        Visible CUDA devices; default: counted (:func:`visible_gpus`), 0 when ``gpu`` is false.
     """
     with open(yaml_path, encoding="utf-8") as fh:
         args = yaml.safe_load(fh)
@@ -252,10 +362,19 @@ def train(
     log.info("DPO: %d pairs from %s", n, args["dataset_dir"])
     adapter_dir = Path(adapter_dir)
     _remove_stale(adapter_dir)
-    overrides = device_overrides(args, has_gpu() if gpu is None else gpu)
+    gpu = has_gpu() if gpu is None else bool(gpu)
+    if not gpu:
+        gpus = 0
+    elif gpus is None:
+        gpus = visible_gpus()
+    from .device import llamafactory_env
+
+    env = llamafactory_env(args, "cuda" if gpu else "cpu")  # FORCE_TORCHRUN for DeepSpeed on one GPU
+    overrides = device_overrides(args, gpu)
+    overrides.update(batch_overrides(args, effective_batch_size, gpus, {**os.environ, **env}))
     with atomic_dir(adapter_dir) as tmp:
         os.chmod(tmp, 0o755)
-        run_cli("train", yaml_path, {**overrides, "output_dir": str(tmp)}, log_path)
+        run_cli("train", yaml_path, {**overrides, "output_dir": str(tmp)}, log_path, env=env)
         if not (tmp / TRAINER_LOG).exists():
             raise RuntimeError(f"LLaMA-Factory wrote no {TRAINER_LOG} in {tmp}")
     write_text(trainer_log, (adapter_dir / TRAINER_LOG).read_text(encoding="utf-8"))
