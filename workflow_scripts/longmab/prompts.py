@@ -171,7 +171,9 @@ def render_answer(templates: Mapping[str, str], context: str, question: str) -> 
 
 
 def join_chunks(chunks: Sequence[str], selected: Sequence[int]) -> str:
-    """The selected chunks in document (index) order, each stripped, joined by ``"\\n"``.
+    """The selected chunks in document (index) order, joined by ``"\\n"``, as the reference does
+    (``"\\n".join(chunks[i] for i in sorted(selected))``: the chunks are not stripped, so the
+    whitespace that begins a chunk, e.g. the blank line before ``Passage 3:``, is kept).
 
     Parameters
     ----------
@@ -183,4 +185,4 @@ def join_chunks(chunks: Sequence[str], selected: Sequence[int]) -> str:
     for i in idx:
         if not 0 <= i < len(chunks):
             raise IndexError(f"chunk index {i} out of range for {len(chunks)} chunks")
-    return "\n".join(chunks[i].strip() for i in idx)
+    return "\n".join(chunks[i] for i in idx)
