@@ -21,6 +21,13 @@ cover every evidence passage (``any`` = at least one); round 1 hit = the same fo
 gen/s = generations / rollout wall time; prompt tok/gen = prompt tokens per generation; outside
 engine = share of the rollout's wall time spent outside the engine's generate calls.
 Settings not given on the command line come from --config (default config.yaml).
+
+Early stop (``rollout.early_stop``, opt-in): ``--early-stop 2,4`` adds a second table with, per
+strategy and ``min_rounds``, what early stop would have given: the early-stopped rollout is the
+first rounds of each sample's full rollout (:func:`longmab.stages.rollout.apply_early_stop`; a
+sample's rounds depend only on its own), paired the same way. Columns: generations run (saved),
+pairs, gap, distinct responses per sample and how many distinct responses were lost, and the share
+of the full run's pairs whose (chosen, rejected) rewards are kept.
 """
 
 from __future__ import annotations
@@ -96,8 +103,8 @@ def fmt(x, spec=".2f") -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| strategy | samples | pair yield | gap | distinct | evidence hit (all / any) | round 1 hit (all) | "
-             "mean reward | gen/s | prompt tok/gen | outside engine |",
+    lines = [("| strategy | samples | pair yield | gap | distinct | evidence hit (all / any) | round 1 hit (all) | "
+              "mean reward | gen/s | prompt tok/gen | outside engine |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
@@ -105,6 +112,19 @@ def table(results: list[dict]) -> str:
             f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} / {fmt(r['evidence_any'])} | {fmt(r['evidence_round1'])} | "
             f"{fmt(r['mean_reward'], '.3f')} | {fmt(r['gen_per_s'])} | {fmt(r['prompt_tokens_per_gen'], '.0f')} | "
             f"{fmt(100 * r['overhead_share'], '.2f')} % |")
+    return "\n".join(lines)
+
+
+def stop_table(stops: list[dict]) -> str:
+    lines = [("| strategy | min_rounds | samples stopped | generations (saved) | pairs (full) | gap (full) | "
+              "distinct (full) | distinct lost | same pair rewards |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in stops:
+        lines.append(
+            f"| {s['strategy']} | {s['min_rounds']} | {s['stopped']} | {s['generations']} / {s['generations_full']} "
+            f"({100 * s['saved']:.0f} %) | {s['pairs']} ({s['pairs_full']}) | {fmt(s['gap'])} ({fmt(s['gap_full'])}) | "
+            f"{fmt(s['distinct'], '.1f')} ({fmt(s['distinct_full'], '.1f')}) | {s['distinct_lost']} | "
+            f"{fmt(s['same_rewards'])} |")
     return "\n".join(lines)
 
 
@@ -126,8 +146,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--all-probes", action="store_true",
                     help="also roll out samples whose probe answer does not match (not the method's filter)")
+    ap.add_argument("--early-stop", default="", metavar="M1,M2",
+                    help="also measure early stop with these min_rounds (e.g. 2,4)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
+    stop_rounds = [int(x) for x in args.early_stop.split(",") if x.strip()]
 
     from longmab.config import load_config
     from longmab.engine import SamplingConfig, make_engine
@@ -137,7 +160,7 @@ def main(argv=None) -> int:
     from longmab.stages.embed import initial_values, load_encoder
     from longmab.stages.pairs import build_pairs
     from longmab.stages.probe import probe_sampling, run_probe
-    from longmab.stages.rollout import run_rollout
+    from longmab.stages.rollout import EarlyStop, apply_early_stop, run_rollout
 
     setup_logging()  # per-round progress of probe and rollout on stderr
     config = load_config(args.config)
@@ -172,6 +195,7 @@ def main(argv=None) -> int:
                                         max_model_len=eng["max_model_len"], seed=seed))
     start_s = time.perf_counter() - t
     results: list[dict] = []
+    stops: list[dict] = []
     try:
         t = time.perf_counter()
         rows, probe_stats = run_probe(samples, engine, templates, probe_sampling(config["sampling"]),
@@ -188,9 +212,32 @@ def main(argv=None) -> int:
             engine.reset()
             out, stats = run_rollout(init[method], engine, templates, sampling, rounds, top_k, seed,
                                      config["reward"]["subem"], strategy=strategy)
-            pairs, pstats = build_pairs(out, templates, lambda s: tok.encode(s, add_special_tokens=False),
-                                        lambda ids: tok.decode(ids), config["pairs"]["max_prompt_length"],
-                                        config["pairs"]["reserve_tokens"], seed, config["reward"]["subem"])
+            def pair(rows):
+                return build_pairs(rows, templates, lambda s: tok.encode(s, add_special_tokens=False),
+                                   lambda ids: tok.decode(ids), config["pairs"]["max_prompt_length"],
+                                   config["pairs"]["reserve_tokens"], seed, config["reward"]["subem"])
+
+            pairs, pstats = pair(out)
+            for m in stop_rounds:
+                cut = apply_early_stop(out, EarlyStop(enabled=True, min_rounds=m), config["reward"]["subem"])
+                cpairs, cstats = pair(cut)
+                gens = sum(len(r["rounds"]) for r in cut)
+                full_gens = sum(len(r["rounds"]) for r in out)
+                lost = sum(len({x["response"] for x in a["rounds"]}) - len({x["response"] for x in b["rounds"]})
+                           for a, b in zip(out, cut))
+                kept_pairs = {p["id"]: (p["chosen_reward"], p["rejected_reward"]) for p in cpairs}
+                stops.append({
+                    "strategy": name, "min_rounds": m, "generations": gens, "generations_full": full_gens,
+                    "saved": 1 - gens / full_gens if full_gens else 0.0,
+                    "stopped": sum(len(a["rounds"]) > len(b["rounds"]) for a, b in zip(out, cut)),
+                    "pairs": len(cpairs), "pairs_full": len(pairs),
+                    "gap": mean(p["chosen_reward"] - p["rejected_reward"] for p in cpairs) if cpairs else None,
+                    "gap_full": mean(p["chosen_reward"] - p["rejected_reward"] for p in pairs) if pairs else None,
+                    "distinct": cstats["mean_distinct_responses"], "distinct_full": pstats["mean_distinct_responses"],
+                    "distinct_lost": lost,
+                    "same_rewards": (sum(kept_pairs.get(p["id"]) == (p["chosen_reward"], p["rejected_reward"])
+                                         for p in pairs) / len(pairs)) if pairs else None,
+                })
             ev = evidence_hit_rates(out)
             rewards = [r["reward"] for row in out for r in row["rounds"]]
             res = {
@@ -216,6 +263,9 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     print(f"\nload at the end {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}\n")
     print(table(results))
+    if stops:
+        print()
+        print(stop_table(stops))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
@@ -224,6 +274,7 @@ def main(argv=None) -> int:
             "engine": eng, "engine_start_seconds": start_s, "rounds": rounds, "top_k": top_k,
             "chunk_size": config["chunking"]["chunk_size"], "sampling": vars(sampling), "seed": seed,
             "all_probes": args.all_probes, "load_start": load0, "load_end": load1, "results": results,
+            "early_stop": stops,
         }, indent=2) + "\n")
     return 0
 

@@ -12,7 +12,13 @@ from longmab.engine import SamplingConfig, make_engine
 from longmab.io import read_jsonl, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
-from longmab.stages.rollout import assign_shards, journal_path_for, legacy_checkpoint_for, run_rollout, set_aside
+from longmab.stages.rollout import (
+    assign_shards,
+    journal_path_for,
+    legacy_checkpoint_for,
+    run_rollout,
+    set_aside,
+)
 
 
 def shard_rows(arms, shard=None, shards=None) -> list[dict]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from longmab.engine import SamplingConfig, stream_generate
 from longmab.io import write_jsonl
 from longmab.metrics import strict_reward
@@ -137,7 +136,7 @@ def test_async_equals_sync_and_runs_samples_out_of_step(reference):
 
 def test_async_without_generate_stream_falls_back_to_round_waves(reference):
     eng = ScriptedEngine()
-    out, stats = rollout(eng, "async")
+    out, _ = rollout(eng, "async")
     assert dump(out) == reference and eng.calls == [4] * 6
 
 
@@ -193,7 +192,7 @@ def test_journal_grows_by_one_line_per_record(tmp_path):
             return super().generate(conversations, sampling, seeds)
 
     rollout(Sizing(), "sync", journal=journal, rounds=8)
-    steps = [b - a for a, b in zip(sizes, sizes[1:])]
+    steps = [b - a for a, b in itertools.pairwise(sizes)]
     assert max(steps) < 2 * min(steps)  # each round appends about the same, however long the history
 
 

@@ -189,7 +189,7 @@ class _Journal:
     def __init__(self, path: Path, header: dict, truncate_to: int | None, start_over: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
         if start_over:
-            self.fh = open(path, "wb")
+            self.fh = open(path, "wb")  # noqa: SIM115 - open for the whole run, closed by close()
             self.append(header)
             return
         if truncate_to is not None:
@@ -197,7 +197,7 @@ class _Journal:
                 fh.truncate(truncate_to)
                 fh.flush()
                 os.fsync(fh.fileno())
-        self.fh = open(path, "ab")
+        self.fh = open(path, "ab")  # noqa: SIM115 - open for the whole run, closed by close()
 
     def append(self, obj: dict) -> None:
         self.fh.write((dumps_row(obj) + "\n").encode("utf-8"))
