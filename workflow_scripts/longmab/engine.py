@@ -530,9 +530,12 @@ class HFEngine:
         prompts = [self.encode_conversation(c) for c in conversations]
         for i, p in enumerate(prompts):
             if len(p) >= self.max_model_len:
-                raise ValueError(
-                    f"prompt {i} has {len(p)} tokens, max_model_len is {self.max_model_len}"
+                err = ValueError(
+                    f"request {i} of this call (seed {int(seeds[i])}): its prompt has {len(p)} tokens, "
+                    f"max_model_len is {self.max_model_len}"
                 )
+                err.request_index = i  # callers map it back to their sample (stages/probe.py)
+                raise err
         t0 = time.perf_counter()
         results: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
         # Similar lengths together waste less padding; the order does not change any output's seed.
