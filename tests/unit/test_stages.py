@@ -161,6 +161,13 @@ def test_run_probe_real_engine_survives_a_huge_sample(tmp_path):
         short = SamplingConfig(temperature=1.0, top_p=0.95, presence_penalty=1.0, max_tokens=8)
         rows, stats = run_probe([sample(0), huge, sample(1)], engine, TEMPLATES, short, {"chunk_size": 64},
                                 seed=1, keep_unmatched=True)
+        # The engine itself names the request it cannot take (and carries its index for the caller).
+        from longmab.prompts import render_probe
+
+        conv = render_probe(TEMPLATES, huge["context"], huge["input"], huge["answer"])
+        with pytest.raises(ValueError, match=r"request 1 of this call \(seed 5\): its prompt has \d+ tokens") as err:
+            engine.generate([[{"role": "user", "content": "Hi"}], conv], short, [4, 5])
+        assert err.value.request_index == 1
     finally:
         engine.close()
     assert [r["id"] for r in rows] == ["0", "1"] and all(isinstance(r["probe"], str) for r in rows)
