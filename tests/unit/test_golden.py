@@ -155,9 +155,11 @@ def test_non_final_chunk_lengths_at_1500(count_tokens):
 
 
 def test_chunking_fast_search_equals_the_reference_loop(count_tokens):
-    """The linear search and the reference's quadratic re-counting loop agree (golden texts at <= 160)."""
-    rows = [r for r in _chunking_rows({"real", "real_cut", "adversarial"}, flagged=None) if r["chunk_size"] <= 160]
-    assert len(rows) > 200  # (the quadratic loop takes minutes at 512 and 1500 tokens)
+    """The linear search and the reference's quadratic re-counting loop agree on golden texts."""
+    # (the quadratic loop takes minutes at 512 and 1500 tokens: the texts at <= 160, 40 real ones)
+    small = [r for r in _chunking_rows({"real", "real_cut", "adversarial"}, flagged=None) if r["chunk_size"] <= 160]
+    rows = [r for r in small if r["kind"] != "real"] + [r for r in small if r["kind"] == "real"][:40]
+    assert len(rows) > 150
     bad = [r["case"] for r in rows
            if chunk_spans(r["text"], count_tokens, r["chunk_size"])
            != chunk_spans_quadratic(r["text"], count_tokens, r["chunk_size"])]
