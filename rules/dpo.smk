@@ -49,6 +49,9 @@ rule dpo_train:
         "../envs/llamafactory.yaml"
     resources:
         gpu=1,
+    params:
+        # part of the folder's name too (det: dpo): never changes without a new folder
+        effective_batch_size=P("dpo", "dpo", "effective_batch_size"),
     script:
         "../workflow_scripts/dpo_train.py"
 

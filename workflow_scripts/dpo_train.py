@@ -5,7 +5,8 @@ from longmab.logs import setup_logging
 
 def main(smk):
     log = setup_logging(smk.log.main)
-    overrides = train(smk.input.yaml, smk.output.adapter, smk.output.trainer_log, smk.log.llamafactory)
+    overrides = train(smk.input.yaml, smk.output.adapter, smk.output.trainer_log, smk.log.llamafactory,
+                      effective_batch_size=smk.params.effective_batch_size)
     log.info("DPO adapter in %s (command-line overrides: %s)", smk.output.adapter, overrides or "none")
 
 
