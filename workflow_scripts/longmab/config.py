@@ -293,9 +293,11 @@ def _check_prompts(c: dict, basedir: Path) -> list[Problem]:
         try:
             load_templates({name: value})
         except (ValueError, OSError) as exc:
+            given = c["prompts"][name]
+            shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "..."
             hint = "" if not isinstance(value, str) or "{" in value else (
                 " (a value is a template string, or the path of a file ending in .txt)")
-            problems.append(Problem(f"prompts.{name}", f"{exc}{hint}"))
+            problems.append(Problem(f"prompts.{name}", f"{shown}: {exc}{hint}"))
     return problems
 
 
