@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/probe.smk"

@@ -114,6 +114,8 @@ def engine_param(stage):
             "dtype": e["dtype"],
             "max_model_len": e["max_model_len"],
             "model": e["policy"],
+            # the text-changing engine.vllm arguments (the speed knobs come from the config itself)
+            **({"vllm": e["vllm"]} if "vllm" in e else {}),
         }
 
     return lookup
@@ -138,8 +140,24 @@ def data_shard(stage):
 
 
 def policy_input():
-    """The built embedded model folder as an input, or nothing for a user path / hub id."""
-    return [EMBEDDED_POLICY] if config["models"]["policy"] == "embedded" else []
+    """The policy as a job input: the built embedded model folder, the download record of a hub id
+    (rules/download.smk: downloaded once, before any GPU job), or nothing for a local folder.
+    """
+    if config["models"]["policy"] == "embedded":
+        return [EMBEDDED_POLICY]
+    return [DOWNLOADS.policy_record] if DOWNLOADS.policy_record else []
+
+
+def embedder_input(stage):
+    """The embedder's download record for a hub id (nothing for "embedded" or a local folder, or
+    for a random init, which needs no embedder)."""
+
+    def inputs(wc):
+        if not det(stage, wc).get("embedder") or not DOWNLOADS.embedder_record:
+            return []
+        return [DOWNLOADS.embedder_record]
+
+    return inputs
 
 
 def policy_path():
@@ -191,6 +209,9 @@ def pairs_inputs(wc):
     else:
         inputs["rollouts"] = [
             f"results/rollout/{d['rollout']}/{s}.jsonl" for s in SHARDS
+        ]
+        inputs["stage_stats"] = [
+            f"results/rollout/{d['rollout']}/{s}.stats.json" for s in SHARDS
         ]
         inputs["probe_stats"] = [
             f"results/probe/{tags['probe']}/{s}.stats.json" for s in SHARDS

@@ -40,8 +40,12 @@ rule download_model:
     """A hub model's snapshot, once, into the shared cache at its revision; the record names it."""
     output:
         f"{DOWNLOADS.download_dir}/models/{{model}}.json",
+    log:
+        f"{DOWNLOADS.download_dir}/logs/{{model}}.log",
     wildcard_constraints:
         model=DOWNLOADS.model_pattern(),
+    conda:
+        "../envs/base.yaml"
     params:
         kind="model",
         repo_id=lambda wc: DOWNLOADS.models[wc.model]["repo_id"],
@@ -49,10 +53,6 @@ rule download_model:
         cache_dir=HUB_CONFIG.get("cache_dir"),
         token_env=HUB_CONFIG.get("token_env", "HF_TOKEN"),
         ignore_patterns=HUB_CONFIG.get("ignore_patterns", ["original/*"]),
-    log:
-        f"{DOWNLOADS.download_dir}/logs/{{model}}.log",
-    conda:
-        "../envs/base.yaml"
     script:
         "../workflow_scripts/download.py"
 
@@ -62,8 +62,12 @@ rule download_benchmark:
     output:
         data="{bench_path}",
         record="{bench_path}.source.json",
+    log:
+        f"{DOWNLOADS.download_dir}/logs/{{bench_path}}.log",
     wildcard_constraints:
         bench_path=DOWNLOADS.benchmark_pattern(),
+    conda:
+        "../envs/base.yaml"
     params:
         kind="benchmark",
         name=lambda wc: DOWNLOADS.benchmarks[wc.bench_path]["name"],
@@ -71,9 +75,5 @@ rule download_benchmark:
         spec=lambda wc: DOWNLOADS.benchmarks[wc.bench_path]["spec"],
         cache_dir=HUB_CONFIG.get("cache_dir"),
         token_env=HUB_CONFIG.get("token_env", "HF_TOKEN"),
-    log:
-        f"{DOWNLOADS.download_dir}/logs/{{bench_path}}.log",
-    conda:
-        "../envs/base.yaml"
     script:
         "../workflow_scripts/download.py"

@@ -6,6 +6,8 @@ localrules:
 rule dpo_config:
     """Method §7: a run's LLaMA-Factory DPO training arguments, written as a yaml file
     (re-run by hand with `llamafactory-cli train results/dpo/<tag>/train.yaml`)."""
+    input:
+        model=policy_input(),
     output:
         "results/dpo/{tag}/train.yaml",
     log:
@@ -15,7 +17,7 @@ rule dpo_config:
     params:
         kind="train",
         dpo=P("dpo", "dpo"),
-        model=policy_path(),
+        model=config["models"]["policy"],  # a local folder; else the input names it
         template=P("dpo", "template"),
         dataset=lambda wc: f"longmab_{det('dpo', wc)['pairs']}",
         dataset_dir=lambda wc: f"results/pairs/{det('dpo', wc)['pairs']}",
@@ -58,6 +60,8 @@ rule dpo_train:
 
 rule dpo_export_config:
     """The `llamafactory-cli export` arguments: merge the adapter into the policy on CPU."""
+    input:
+        model=policy_input(),
     output:
         "results/dpo/{tag}/export.yaml",
     log:
@@ -66,7 +70,7 @@ rule dpo_export_config:
         "../envs/llamafactory.yaml"
     params:
         kind="export",
-        model=policy_path(),
+        model=config["models"]["policy"],  # a local folder; else the input names it
         template=P("dpo", "template"),
         finetuning_type=P("dpo", "dpo", "finetuning_type"),
         adapter_dir=lambda wc: f"results/dpo/{wc.tag}/adapter",

@@ -2,6 +2,7 @@ rule embed:
     """Method §3: initial arm values (probe_similarity, query_similarity or seeded random)."""
     input:
         probes=lambda wc: f"results/probe/{det('embed', wc)['probe']}/{wc.shard}.jsonl",
+        embedder=embedder_input("embed"),
     output:
         "results/embed/{tag}/{shard}.jsonl",
     log:

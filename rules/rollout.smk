@@ -2,10 +2,15 @@ rule rollout:
     """Method §4: UCB over chunks for R rounds (or an ablation strategy); each round one engine
     call for the whole shard."""
     input:
-        arms=lambda wc: f"results/embed/{det('rollout', wc)['embed']}/{wc.shard}.jsonl",
+        # every embed shard of the run: each job takes its balanced part (assign_shards, by kept
+        # samples after the probe filter), so no shard waits on another's share of the kept samples
+        arms=lambda wc: [
+            f"results/embed/{det('rollout', wc)['embed']}/{s}.jsonl" for s in SHARDS
+        ],
         model=policy_input(),
     output:
-        "results/rollout/{tag}/{shard}.jsonl",
+        rows="results/rollout/{tag}/{shard}.jsonl",
+        stats="results/rollout/{tag}/{shard}.stats.json",
     log:
         "results/logs/rollout/{tag}/{shard}.log",
     benchmark:
@@ -23,6 +28,9 @@ rule rollout:
         subem=P("rollout", "subem"),
         prompts=config["prompts"],
         seed=P("rollout", "seed"),
+        early_stop=P("rollout", "early_stop"),
+        shard=lambda wc: int(wc.shard),
+        shards=len(SHARDS),
         code=CODE["rollout"],
     script:
         "../workflow_scripts/rollout.py"

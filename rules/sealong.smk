@@ -32,6 +32,7 @@ rule mbr:
     """SeaLong: embed every sampled output; MBR score = mean cosine similarity to the others."""
     input:
         samples=lambda wc: f"results/sealong/{det('mbr', wc)['sealong']}/{wc.shard}.jsonl",
+        embedder=embedder_input("mbr"),
     output:
         "results/mbr/{tag}/{shard}.jsonl",
     log:

@@ -1,6 +1,6 @@
 """Rule `eval`: one model, every benchmark, one engine load (thin adapter)."""
 from longmab.benchmarks import load_benchmark
-from longmab.engine import SamplingConfig, make_engine
+from longmab.engine import SamplingConfig, engine_settings, make_engine
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -25,7 +25,8 @@ def main(smk):
     model = str(smk.input.model) if smk.input.model else p.model  # a built folder or a user path / hub id
     sampling = eval_sampling(p)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
-                         max_model_len=p.engine["max_model_len"], seed=p.seed)
+                         max_model_len=p.engine["max_model_len"], seed=p.seed,
+                         vllm=engine_settings(smk.config, "eval")["vllm"])
     try:
         preds, metrics = evaluate(benchmarks, engine, load_templates(p.prompts), sampling, p.max_input_len, p.seed,
                                   max_model_len=p.engine["max_model_len"], model_name=p.model_name)

@@ -9,7 +9,8 @@ def main(smk):
     log = setup_logging(smk.log[0])
     p = smk.params
     rows = read_jsonl(smk.input.samples)
-    encode = load_encoder(p.embedder, trust_remote_code=p.trust_remote_code) if rows else None
+    encode = load_encoder(str(smk.input.embedder[0]) if smk.input.get("embedder") else p.embedder,
+                           trust_remote_code=p.trust_remote_code) if rows else None
     prefix = p.prefix or ""
     scored = score_sealong(rows, (lambda texts: encode([prefix + t for t in texts])) if rows else None)
     write_jsonl(smk.output[0], scored)

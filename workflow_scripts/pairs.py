@@ -7,6 +7,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from longmab.hub import resolve_local
 from longmab.io import read_json, read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -18,7 +19,7 @@ def main(smk):
     setup_logging(smk.log[0])
     p = smk.params
     model = str(smk.input.model) if smk.input.model else p.policy  # built embedded model or user path
-    tok = AutoTokenizer.from_pretrained(model)
+    tok = AutoTokenizer.from_pretrained(resolve_local(model))  # a download record names a snapshot
     templates = load_templates(p.prompts)
 
     def encode(s):
@@ -41,6 +42,7 @@ def main(smk):
         pairs, pair_stats = build_pairs(rows, templates, encode, decode, p.max_prompt_length, p.reserve_tokens,
                                         p.seed, p.subem)
         probe_stats = [read_json(path) for path in smk.input.probe_stats]
+        stats["engine_seconds"] = sum(read_json(path).get("seconds_engine", 0.0) for path in smk.input.stage_stats)
         stats.update({"probes_kept": sum(s["kept"] for s in probe_stats),
                       "probes_dropped": sum(s["dropped"] for s in probe_stats),
                       "probe_dropped_ids": [d for s in probe_stats for d in s["dropped_ids"]]})

@@ -1,5 +1,5 @@
 """Rule `probe`: chunk contexts and generate probe chains of thought for one shard (thin adapter)."""
-from longmab.engine import make_engine
+from longmab.engine import engine_settings, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -12,7 +12,8 @@ def main(smk):
     model = str(smk.input.model) if smk.input.model else p.engine["model"]  # built embedded model or user path
     samples = read_jsonl(smk.input.shard)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
-                         max_model_len=p.engine["max_model_len"], seed=p.seed)
+                         max_model_len=p.engine["max_model_len"], seed=p.seed,
+                         vllm=engine_settings(smk.config, "probe")["vllm"])
     try:
         # subem: config reward.subem (the keep decision's containment test); max_model_len: samples
         # whose probe prompt + max_tokens exceed it are dropped with a reason, not the whole shard.

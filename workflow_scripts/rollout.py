@@ -3,13 +3,15 @@
 Inputs: ``arms`` = one embed shard (this shard's rows), or a list of embed shards (all of them, in
 shard order) together with params ``shard`` (this job's index) and ``shards`` (how many): then the
 job takes its part of the concatenated rows with ``assign_shards`` (balanced by kept samples).
-Optional params (absent = default): ``schedule`` (sync | async), ``early_stop``
-({enabled, min_rounds}), ``code`` (the code version; a journal of other code is not resumed).
+Optional params (absent = default): ``early_stop`` ({enabled, min_rounds}), ``code`` (the code
+version; a journal of other code is not resumed). The speed knobs ``rollout.schedule`` (sync | async:
+same records) and ``engine.vllm`` are read from the config, not params: changing them re-runs nothing.
+Outputs: the rollout rows and (``stats``, optional) the run's statistics as JSON.
 """
 from pathlib import Path
 
-from longmab.engine import SamplingConfig, make_engine
-from longmab.io import read_jsonl, write_jsonl
+from longmab.engine import SamplingConfig, engine_settings, make_engine
+from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
 from longmab.stages.rollout import (
@@ -43,19 +45,25 @@ def main(smk):
     rows = shard_rows(smk.input.arms, getattr(p, "shard", None), getattr(p, "shards", None))
     if not any(r["chunks"] for r in rows):
         write_jsonl(out, [dict(r, rounds=[]) for r in rows])
+        if getattr(smk.output, "stats", None):
+            write_json(smk.output.stats, {"samples": len(rows), "generations": 0, "seconds_engine": 0.0})
         log.info("rollout: %d samples, none with chunks; no engine started", len(rows))
         return
     model = str(smk.input.model) if smk.input.model else p.engine["model"]  # built embedded model or user path
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
-                         max_model_len=p.engine["max_model_len"], seed=p.seed)
+                         max_model_len=p.engine["max_model_len"], seed=p.seed,
+                         vllm=engine_settings(smk.config, "rollout")["vllm"])
+    schedule = getattr(p, "schedule", None) or smk.config.get("rollout", {}).get("schedule")
     try:
         result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig.from_dict(p.sampling),
                                     p.rounds, p.top_k, p.seed, p.subem, journal_path=journal,
-                                    strategy=p.strategy, mode=getattr(p, "schedule", None),
+                                    strategy=p.strategy, mode=schedule,
                                     early_stop=getattr(p, "early_stop", None), journal_key=getattr(p, "code", None))
     finally:
         engine.close()
     write_jsonl(out, result)
+    if getattr(smk.output, "stats", None):
+        write_json(smk.output.stats, {"samples": len(rows), **stats})
     journal.unlink(missing_ok=True)
     occ = "" if stats["occupancy"] is None else f", engine occupancy {stats['occupancy']:.2f}"
     log.info("rollout (%s, %s): %d generations (+%d resumed, %d of %d planned, %d samples stopped early) in "

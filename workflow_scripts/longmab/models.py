@@ -52,9 +52,12 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """A local model folder (returned absolute) or a hub id (returned unchanged).
 
     A string that looks like a path (absolute, ``./``, ``~``) but does not exist is an error rather
-    than being sent to the hub as an id.
+    than being sent to the hub as an id. A download record (``rules/download.smk``) resolves to the
+    local snapshot it names.
     """
-    text = os.fspath(name_or_path)
+    from .hub import resolve_local
+
+    text = resolve_local(os.fspath(name_or_path))
     p = Path(text).expanduser()
     if p.is_dir():
         return str(p.resolve())

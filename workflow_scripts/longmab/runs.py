@@ -158,16 +158,25 @@ def policy_slug(policy: str) -> str:
     return "SmolLM2-135M" if policy == "embedded" else slug(policy, "policy")
 
 
-def engine_determinants(config: Mapping, backend: str | None = None) -> dict:
-    """Everything about the engine that changes generated text."""
-    engine, models = config["engine"], config["models"]
-    return {
-        "backend": backend or engine["backend"],
-        "dtype": engine["dtype"],
-        "max_model_len": engine["max_model_len"],
-        "policy": models["policy"],
-        "revision": models.get("revision"),
-    }
+#: vllm.LLM arguments that change generated text (the others are speed and memory knobs, which
+#: never rename a folder nor re-run a job).
+TEXT_VLLM_ARGS = ("hf_overrides", "kv_cache_dtype", "quantization", "tokenizer", "tokenizer_mode",
+                  "revision", "tokenizer_revision", "trust_remote_code", "max_logprobs", "seed")
+
+
+def engine_determinants(config: Mapping, stage: str = "probe") -> dict:
+    """Everything about a generating stage's engine that changes generated text: backend, dtype,
+    window, policy (+ revision) and the text-changing ``engine.vllm`` / ``eval.vllm`` arguments."""
+    from .engine import engine_settings
+
+    e = engine_settings(config, stage)
+    models = config["models"]
+    det = {"backend": e["backend"], "dtype": e["dtype"], "max_model_len": e["max_model_len"],
+           "policy": models["policy"], "revision": models.get("revision")}
+    text_args = {k: v for k, v in (e.get("vllm") or {}).items() if k in TEXT_VLLM_ARGS}
+    if text_args and e["backend"] == "vllm":
+        det["vllm"] = text_args
+    return det
 
 
 def probe_sampling(sampling: Mapping) -> dict:
@@ -278,7 +287,7 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
     d = c["data"]
     tags["data"] = plan.add("data", Path(d["train"]).stem or "data",
                             {"train": d["train"], "max_samples": d["max_samples"], "shards": d["shards"]})
-    engine = engine_determinants(c)
+    engine = engine_determinants(c, "probe")
     answer = _template_digest(templates["answer"])
     method = c["pairs"].get("method", "longmab")
     common_pairs = {"policy": c["models"]["policy"], "revision": c["models"].get("revision"),
@@ -331,7 +340,7 @@ def _eval_tag(plan: Plan, c: Mapping, model: dict, slug_text: str) -> str:
     e = c["eval"]
     templates = _templates(c)
     return plan.add("eval", slug_text, {
-        "model": model, "engine": engine_determinants(c, e.get("backend") or c["engine"]["backend"]),
+        "model": model, "engine": engine_determinants(c, "eval"),
         "benchmarks": copy.deepcopy(e["benchmarks"]),
         **{k: e.get(k) for k in ("max_samples", "max_input_len", "max_tokens", "temperature", "presence_penalty")},
         "template": _template_digest(templates["answer"]), "seed": int(c["seed"])})

@@ -66,7 +66,11 @@ def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code
 
     from ..models import embedded_embedder_path, resolve_model_path
 
+    from ..device import check_gpu_job
+
     path = embedded_embedder_path() if name_or_path == "embedded" else resolve_model_path(name_or_path)
+    # cuda when the job has a usable GPU; a clear error when it asked for one and cannot use it
+    device = device or check_gpu_job()
     model = SentenceTransformer(str(path), device=device, trust_remote_code=trust_remote_code)
     log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
 
