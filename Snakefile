@@ -27,6 +27,26 @@ include: "rules/eval.smk"
 include: "rules/report.smk"
 
 
+# A requested stop (make stop / SIGTERM, Ctrl-C / SIGINT) ends with what really happened and exit
+# status 128 + signal, not "At least one job did not complete successfully"; each run is recorded in
+# .snakemake/longmab-runs/ for make resume (workflow_scripts/longmab/runctl.py).
+from longmab.runctl import StopGuard
+
+STOP = StopGuard(workflow)
+
+
+onstart:
+    STOP.arm()
+
+
+onsuccess:
+    STOP.success()
+
+
+onerror:
+    STOP.error(log)
+
+
 rule all:
     default_target: True
     input:

@@ -13,7 +13,7 @@ from longmab.jobenv import prefer_library  # noqa: E402
 # Jobs import the library of THIS workflow, not whatever checkout an editable install points to.
 prefer_library(WORKFLOW_SCRIPTS)
 
-from longmab.config import ConfigError, explain_errors  # noqa: E402
+from longmab.config import ConfigError, check_runs, explain_errors  # noqa: E402
 from longmab.provenance import code_hash  # noqa: E402
 from longmab.runs import TAG_PATTERN, build_plan, validate_runs  # noqa: E402
 
@@ -27,6 +27,11 @@ try:
     RUN_CONFIGS = validate_runs(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+# What the schema cannot express (files, sample counts, values that contradict each other), before
+# any job, each problem named by its key and value; file contents are read in the main process only.
+_problems = check_runs(config, RUN_CONFIGS, deep=workflow.is_main_process)
+if _problems:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 
 
 def _script(name):

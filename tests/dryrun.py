@@ -39,10 +39,20 @@ def dry_run_counts(proc) -> dict[str, int]:
     return job_counts(proc.stdout) or job_counts(proc.stderr)
 
 
-def write_dummy_inputs(workdir: Path, config_path: Path, n_train: int = 1) -> dict:
+#: One row per benchmark format (the config checks read the first row of every benchmark file).
+DUMMY_ROWS = {
+    "longbench": {"input": "q?", "context": "c.", "answers": ["a"], "_id": "0"},
+    "infinitebench": {"id": "0", "input": "q?", "context": "c.", "answer": ["a"]},
+}
+
+
+def write_dummy_inputs(workdir: Path, config_path: Path, n_train: int | None = None) -> dict:
     """Create the raw training file and benchmark files a config names (dry runs only need them to
-    exist). Returns the parsed config."""
+    exist; the config checks want at least one sample per shard: ``n_train`` defaults to
+    ``data.shards``). Returns the parsed config."""
     config = yaml.safe_load(config_path.read_text())
+    if n_train is None:
+        n_train = int(config["data"].get("shards", 1))
     train = workdir / config["data"]["train"]
     train.parent.mkdir(parents=True, exist_ok=True)
     with open(train, "w", encoding="utf-8") as fh:
@@ -53,5 +63,5 @@ def write_dummy_inputs(workdir: Path, config_path: Path, n_train: int = 1) -> di
     for bench in config.get("eval", {}).get("benchmarks", {}).values():
         path = workdir / bench["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"input": "q?", "context": "c.", "answers": ["a"], "_id": "0"}) + "\n")
+        path.write_text(json.dumps(DUMMY_ROWS[bench["format"]]) + "\n")
     return config
