@@ -28,7 +28,7 @@ def test_render_probe_contains_document_question_and_gold():
     assert len(msgs) == 1 and msgs[0]["role"] == "user"
     content = msgs[0]["content"]
     assert CTX in content and Q in content and "Paris" in content.split(Q)[1]
-    assert '"The answer" followed by "is"' in content
+    assert '"The answer is" followed by the correct answer' in content
 
 
 def test_render_answer_structure():
@@ -49,12 +49,17 @@ def test_default_prompts_hold_no_extractable_answer():
     assert extract_probe_answer(probe_prompt + "\nThe answer is Paris.") == "paris."
 
 
-def test_default_probe_template_writes_no_marker():
-    # Issue #9.5: no "the answer is" anywhere in the default probe template, so its echo has none.
-    assert "the answer is" not in DEFAULT_TEMPLATES["probe"].lower()
-    sentence = DEFAULT_TEMPLATES["probe"].rsplit("quote the relevant words. ", 1)[1]
-    assert sentence.startswith("Finish with one final sentence")
-    assert extract_probe_answer("Passage 1 names Paris.\n" + sentence) is None
+def test_an_echo_of_the_default_probe_template_is_no_answer():
+    # Issue #9.5: the default probe template names the marker the model must write ("The answer is"),
+    # which the tiny embedded model needs to see (keep rate 0/12 on the tiny fixture without it); an
+    # echo of that instruction is never taken as the answer (the template-aware extraction).
+    template = DEFAULT_TEMPLATES["probe"]
+    sentence = template.rsplit("quote the relevant words. ", 1)[1]
+    assert sentence.startswith("Finish with one final sentence") and "The answer is" in sentence
+    echo = "Passage 1 names Paris.\n" + sentence
+    assert extract_probe_answer(echo) is not None  # the reference's filter would take the echo
+    assert extract_probe_answer(echo, template) is None
+    assert extract_probe_answer(echo + "\nThe answer is Paris.", template) == "paris."
 
 
 def test_echo_risk_of_a_marker_right_before_the_answer_field(caplog):

@@ -43,7 +43,7 @@ Correct answer: {answer}
 
 Explain step by step how the correct answer follows from the document. In each step, cite the \
 passage of the document that supports it and quote the relevant words. Finish with one final \
-sentence that begins with "The answer" followed by "is" and then the correct answer."""
+sentence that begins with the words "The answer is" followed by the correct answer."""
 
 ANSWER_TEMPLATE = """\
 Read the document below and answer the question that follows it.
