@@ -55,8 +55,13 @@ def downstream_of(workdir: Path, rule: str) -> dict[str, int]:
 
 
 def with_manifest(counts: dict[str, int]) -> dict[str, int]:
-    """A config change that renames folders also rewrites the run manifest (results/runs/*.json)."""
-    return {**counts, "run_manifest": 1}
+    """What a config change plans beyond `--forcerun` of the same stage: the renamed folders are
+    new, so the run manifest (results/runs/*.json) is rewritten and every DPO job that trains into a
+    new folder gets its LLaMA-Factory yaml files written there first."""
+    extra = {"run_manifest": 1}
+    if counts.get("dpo_train"):
+        extra.update(dpo_config=counts["dpo_train"], dpo_export_config=counts["dpo_train"])
+    return {**counts, **extra}
 
 
 def test_no_change_nothing_to_do(run_copy):
@@ -126,6 +131,8 @@ def test_a_changed_training_setting_never_replaces_a_trained_adapter(run_copy, t
     proc = run_snakemake(run_copy, "-n", "--configfile", "tiny.yaml", "change.yaml")
     counts = dry_run_counts(proc)
     assert counts.get("dpo_train") == 2, counts  # both runs train with the new rate
-    assert f"{old}/adapter" not in proc.stdout, "the old adapter would be replaced"
-    assert "kept" in proc.stderr and old in proc.stderr, proc.stderr[-2000:]
+    outputs = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("output: ")]
+    assert outputs and not any(f"{old}/adapter" in line for line in outputs), "the old adapter would be replaced"
+    said = proc.stdout + proc.stderr
+    assert f"{old}/adapter was trained with other settings" in said and "it is kept" in said, said[-2000:]
     assert (run_copy / old / "adapter" / "adapter_model.safetensors").is_file()
