@@ -49,6 +49,21 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 
 
 @pytest.fixture(scope="session")
+def policy_model(tmp_path_factory) -> str:
+    """The embedded SmolLM2 policy folder: ``$LONGMAB_TEST_MODEL``, else results/models/policy if it
+    was built, else built once into a temporary folder."""
+    env = os.environ.get("LONGMAB_TEST_MODEL")
+    if env:
+        return env
+    built = REPO / "results" / "models" / "policy"
+    if (built / "config.json").exists():
+        return str(built)
+    from longmab.models import build_embedded_policy
+
+    return str(build_embedded_policy(tmp_path_factory.mktemp("models") / "policy"))
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The whole pipeline, run once on tests/configs/tiny.yaml; returns the work directory.
 

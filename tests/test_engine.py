@@ -27,19 +27,6 @@ GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, presence_penalty=0.0, max_to
 SEEDS = [11, 12]
 
 
-@pytest.fixture(scope="session")
-def policy_model(tmp_path_factory) -> str:
-    env = os.environ.get("LONGMAB_TEST_MODEL")
-    if env:
-        return env
-    built = REPO / "results" / "models" / "policy"
-    if (built / "config.json").exists():
-        return str(built)
-    from longmab.models import build_embedded_policy
-
-    return str(build_embedded_policy(tmp_path_factory.mktemp("models") / "policy"))
-
-
 @pytest.fixture(scope="module")
 def hf_engine(policy_model):
     eng = make_engine("transformers", policy_model, dtype="float32", max_model_len=2048, seed=0)

@@ -24,19 +24,6 @@ SAMPLING = SamplingConfig(temperature=1.0, top_p=0.95, presence_penalty=1.0, max
 TEMPLATES = load_templates(None)
 
 
-@pytest.fixture(scope="module")
-def policy_model(tmp_path_factory) -> str:
-    env = os.environ.get("LONGMAB_TEST_MODEL")
-    if env:
-        return env
-    built = REPO / "results" / "models" / "policy"
-    if (built / "config.json").exists():
-        return str(built)
-    from longmab.models import build_embedded_policy
-
-    return str(build_embedded_policy(tmp_path_factory.mktemp("models") / "policy"))
-
-
 def rows(n=3):
     out = []
     for i, s in enumerate(read_jsonl(REPO / "data" / "train.jsonl")[:n]):
