@@ -34,14 +34,11 @@ if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 
 
-def _script(name):
-    return str(Path(workflow.basedir) / "workflow_scripts" / f"{name}.py")
-
-
 # The version of the library code each rule script runs (its import closure, docstrings and
-# comments excluded): a params value, so a code change re-runs that stage and what follows.
+# comments excluded): a params value, so a code change re-runs that stage and what follows. (The DPO
+# rules have none: their code names their folder instead, below.)
 CODE = {
-    name: code_hash(_script(name))
+    name: code_hash(Path(WORKFLOW_SCRIPTS) / f"{name}.py")
     for name in (
         "data",
         "build_model",
@@ -51,9 +48,6 @@ CODE = {
         "sealong",
         "mbr",
         "pairs",
-        "dpo_config",
-        "dpo_train",
-        "dpo_export",
         "evaluate",
         "tables",
         "plots",
