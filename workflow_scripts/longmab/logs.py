@@ -17,7 +17,11 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+        # Truncate now, then append: vLLM's import runs logging.config.dictConfig, which closes every
+        # existing handler; a closed mode-"w" FileHandler never reopens (everything logged after the
+        # engine started was lost), a mode-"a" one reopens on the next record.
+        Path(log_path).write_text("", encoding="utf-8")
+        handlers.append(logging.FileHandler(log_path, mode="a", encoding="utf-8"))
     for h in list(logger.handlers):
         logger.removeHandler(h)
     for h in handlers:
