@@ -244,6 +244,82 @@ def apply_vllm_cpu_env(overrides: dict[str, Any] | None = None, force: bool | No
     return applied
 
 
+def claim_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None,
+                    cpus: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """Claim ``n`` CPU cores of this machine for one vLLM CPU engine, distinct from the cores other
+    engine jobs hold at the same time.
+
+    vLLM's default binding (``VLLM_CPU_OMP_THREADS_BIND=auto``) puts every instance's worker on the
+    same first core: two shard jobs started side by side on a 2-core machine then share core 0 while
+    core 1 idles (``bench/roofline.py``, ``vllm-fp32-x2-auto`` vs ``-x2-bound``). Each core is a lock
+    file (``longmab-cpu-<core>.lock`` in ``lock_dir``, default the system temp folder, which is per
+    machine) held with ``flock`` for the life of the engine, so the kernel releases it whatever way
+    the job ends (kill -9 included) and no stale claim survives.
+
+    Returns ``(cores, fds)``: the claimed core ids (fewer than ``n``, possibly none, when the others
+    are taken) and the open lock files, to pass to :func:`release_cpu_cores`.
+    """
+    import fcntl
+    import tempfile
+
+    if cpus is None:
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            cpus = list(range(os.cpu_count() or 1))
+    folder = os.fspath(lock_dir or tempfile.gettempdir())
+    cores: list[int] = []
+    fds: list[int] = []
+    for cpu in cpus:
+        if len(cores) >= n:
+            break
+        try:
+            fd = os.open(os.path.join(folder, f"longmab-cpu-{cpu}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        cores.append(cpu)
+        fds.append(fd)
+    return cores, fds
+
+
+def release_cpu_cores(fds: Sequence[int]) -> None:
+    """Release cores claimed by :func:`claim_cpu_cores`."""
+    for fd in fds:
+        try:
+            os.close(fd)  # closing the only descriptor drops the flock
+        except OSError:
+            pass
+
+
+def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -> list[int]:
+    """Bind the vLLM CPU engine about to start in this process to ``n`` cores no other engine job
+    holds (see :func:`claim_cpu_cores`), via ``VLLM_CPU_OMP_THREADS_BIND`` and
+    ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``. Does nothing (returns ``[]``) when the binding is already set
+    in the environment (the user's choice wins), when the machine has a single core, or when every
+    core is taken (vLLM's own ``auto`` binding then applies). Returns the lock descriptors."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return []
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        ncpu = os.cpu_count() or 1
+    if ncpu < 2:
+        return []
+    cores, fds = claim_cpu_cores(max(1, min(int(n), ncpu)), lock_dir)
+    if not cores:
+        log.info("vLLM CPU binding: every core is held by another engine job; vLLM's own binding applies")
+        return []
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    log.info("vLLM CPU binding: core(s) %s (free of other engine jobs)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+    return fds
+
+
 #: ``vllm.LLM`` arguments that have their own config keys (engine.dtype, engine.max_model_len, seed)
 #: or are the model itself: not accepted through ``engine.vllm``.
 VLLM_RESERVED_ARGS = frozenset({"model", "dtype", "max_model_len", "seed", "tokenizer"})
@@ -314,9 +390,11 @@ class VLLMEngine:
         seed: int = 0,
         cpu_env: dict[str, Any] | None = None,
         vllm: Mapping[str, Any] | None = None,
+        cpu_cores: int = 1,
         **engine_kwargs: Any,
     ) -> None:
         t0 = time.perf_counter()
+        self._core_locks: list[int] = []
         # CPU or CUDA without initialising CUDA in this process (a GPU job without a usable GPU
         # stops here with the reason), and vLLM's workers started with spawn, never fork.
         gpu = _has_cuda()
@@ -324,6 +402,9 @@ class VLLMEngine:
         applied = apply_vllm_cpu_env(cpu_env, force=not gpu)
         if applied:
             log.info("vLLM CPU environment: %s", applied)
+        if not gpu:
+            # concurrent engine jobs (two shards on 2 cores) on distinct cores, not all on core 0
+            self._core_locks = bind_vllm_cpu_cores(cpu_cores)
         from vllm import LLM  # lazy: heavy import, and env vars must be set first
 
         passthrough = check_vllm_args(vllm, _engine_arg_names())
@@ -434,14 +515,20 @@ class VLLMEngine:
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
-        if llm is None:
-            return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception as exc:  # noqa: BLE001  # pragma: no cover - best effort
-            log.debug("vLLM shutdown: %s", exc)
-        self.llm = None
-        gc.collect()
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - best effort
+                log.debug("vLLM shutdown: %s", exc)
+            self.llm = None
+            gc.collect()
+        if getattr(self, "_core_locks", None):
+            release_cpu_cores(self._core_locks)
+            self._core_locks = []
+            # the binding was ours (bind_vllm_cpu_cores never overrides a user's): a later engine
+            # in this process claims its cores afresh
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+            os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -723,14 +810,17 @@ def engine_settings(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
 
 __all__ = [
     "VLLM_CPU_ENV_DEFAULTS",
+    "VLLM_RESERVED_ARGS",
     "Engine",
     "HFEngine",
     "SamplingConfig",
     "VLLMEngine",
-    "VLLM_RESERVED_ARGS",
     "apply_vllm_cpu_env",
+    "bind_vllm_cpu_cores",
     "check_vllm_args",
+    "claim_cpu_cores",
     "engine_settings",
     "make_engine",
+    "release_cpu_cores",
     "stream_generate",
 ]
