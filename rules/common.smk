@@ -37,6 +37,12 @@ if _problems:
 # The version of the library code each rule script runs (its import closure, docstrings and
 # comments excluded): a params value, so a code change re-runs that stage and what follows. (The DPO
 # rules have none: their code names their folder instead, below.)
+# The chain to the trained model (probe ... pairs, DPO, merge) goes first when jobs compete for
+# cores: the base model's evaluation needs only the policy and would otherwise start beside the
+# first probe shard and delay everything behind it (measured in the embedded `make run`). A
+# scheduling hint only: it re-runs nothing.
+PREFERENCE_PRIORITY = 10
+
 CODE = {
     name: code_hash(Path(WORKFLOW_SCRIPTS) / f"{name}.py")
     for name in (

@@ -47,6 +47,7 @@ rule dpo_train:
         llamafactory="results/logs/dpo/{tag}.train.llamafactory.log",
     benchmark:
         "results/benchmarks/dpo/{tag}.train.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/llamafactory.yaml"
     resources:
@@ -93,6 +94,7 @@ rule dpo_export:
         llamafactory="results/logs/dpo/{tag}.export.llamafactory.log",
     benchmark:
         "results/benchmarks/dpo/{tag}.export.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/llamafactory.yaml"
     script:

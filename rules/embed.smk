@@ -9,6 +9,7 @@ rule embed:
         "results/logs/embed/{tag}/{shard}.log",
     benchmark:
         "results/benchmarks/embed/{tag}/{shard}.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/embed.yaml"
     resources:

@@ -9,6 +9,7 @@ rule pairs:
         stats="results/pairs/{tag}/stats.json",
     log:
         "results/logs/pairs/{tag}.log",
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/base.yaml"
     params:

@@ -12,6 +12,7 @@ rule probe:
         "results/logs/probe/{tag}/{shard}.log",
     benchmark:
         "results/benchmarks/probe/{tag}/{shard}.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/vllm.yaml"
     resources:

@@ -15,6 +15,7 @@ rule rollout:
         "results/logs/rollout/{tag}/{shard}.log",
     benchmark:
         "results/benchmarks/rollout/{tag}/{shard}.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/vllm.yaml"
     resources:

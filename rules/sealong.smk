@@ -11,6 +11,7 @@ rule sealong:
         "results/logs/sealong/{tag}/{shard}.log",
     benchmark:
         "results/benchmarks/sealong/{tag}/{shard}.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/vllm.yaml"
     resources:
@@ -39,6 +40,7 @@ rule mbr:
         "results/logs/mbr/{tag}/{shard}.log",
     benchmark:
         "results/benchmarks/mbr/{tag}/{shard}.tsv"
+    priority: PREFERENCE_PRIORITY
     conda:
         "../envs/embed.yaml"
     resources:
