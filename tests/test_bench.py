@@ -31,3 +31,23 @@ def test_strategies_bench_small_run(tiny_run, tmp_path):
     assert rows["full"]["prompt_tokens_per_gen"] > rows["ucb-probe"]["prompt_tokens_per_gen"]
     table = proc.stdout[proc.stdout.index("| strategy |"):]
     assert all(f"| {name} | 2 |" in table for name in rows)
+
+
+def test_roofline_limits_and_one_engine_run(tiny_run, tmp_path):
+    """bench/roofline.py measures the machine, derives the model's limits and scores one transformers
+    run as a share of them (shares are ratios of two measurements: positive and finite)."""
+    out = tmp_path / "roofline.json"
+    cmd = [sys.executable, str(REPO / "bench" / "roofline.py"), "--model", str(tiny_run / "results" / "models" / "policy"),
+           "--runs", "hf-fp32-t1@2", "--repeat", "1", "--max-tokens", "8", "--log-dir", str(tmp_path / "logs"),
+           "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["model"]["layers"] > 0 and result["model"]["tied"] is True  # SmolLM2 ties its LM head
+    for t, m in result["machine"].items():  # the better of the two measurements, per thread count
+        assert m["gemm_model"] >= result["machine_first"][t]["gemm_model"] > 0
+    [run] = result["runs"]
+    assert run["rc"] == 0 and run["n"] == 2
+    share = run["share"]
+    assert 0 < share["prefill_share"] < 10 and (share["decode_share"] is None or 0 < share["decode_share"] < 10)
+    assert "| hf-fp32-t1@2 | 2 | 1 |" in proc.stdout
