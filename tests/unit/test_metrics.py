@@ -8,6 +8,7 @@ from longmab.metrics import (
     extract_probe_answer,
     f1_score,
     marker_contexts,
+    template_word_runs,
     normalize_answer,
     probe_matches,
     rollout_reward,
@@ -119,6 +120,27 @@ def test_probe_echo_of_the_papers_template():
     assert extract_probe_answer(echo) is not None
     assert extract_probe_answer(echo, PAPER_PROBE) is None
     assert probe_matches(echo + "\nPassage 3 gives it. The answer is Oslo.", "Oslo", template=PAPER_PROBE)
+
+
+def test_probe_answer_that_quotes_the_instructions_is_no_answer():
+    # observed in the embedded make run (2026-12-03): the capture is our own instruction sentence
+    from longmab.prompts import DEFAULT_TEMPLATES
+
+    probe = DEFAULT_TEMPLATES["probe"]
+    quote = "Step 1 ... The answer is in each step, cite the passage of the document that supports it and quote the re"
+    assert extract_probe_answer(quote).startswith("in each step, cite")  # without the template: reference rule
+    assert extract_probe_answer(quote, probe) is None
+    # a real answer before the quote is found again (the last marker that is neither echo nor quote)
+    assert extract_probe_answer("So the answer is Poheimford.\n" + quote, probe) == "poheimford."
+    assert probe_matches("So the answer is Poheimford.\n" + quote, "Poheimford", template=probe)
+    # words of the fields never count: a capture quoting the question or the gold is an answer
+    assert extract_probe_answer("The answer is the river that runs through the city", "Q: {question}\n{answer}") \
+        == "the river that runs through the city"
+    # fewer than ECHO_QUOTE_WORDS words in common with the instructions is an answer
+    assert extract_probe_answer("The answer is the passage of Hollin.", probe) == "the passage of hollin."
+    assert template_word_runs(None) == frozenset()
+    assert ("in", "each", "step", "cite", "the") in template_word_runs(probe)
+    assert not any("{" in w for run in template_word_runs(probe) for w in run)
 
 
 def test_marker_contexts():

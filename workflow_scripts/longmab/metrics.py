@@ -35,6 +35,10 @@ _WORD_RE = re.compile(r"\w+")
 #: instruction (see :func:`marker_contexts`).
 ECHO_CONTEXT_WORDS = 3
 
+#: A capture whose first this-many words run verbatim through the template's own text (outside its
+#: ``{fields}``) quotes the instructions, not an answer (:func:`template_word_runs`).
+ECHO_QUOTE_WORDS = 5
+
 
 def normalize_answer(s: str) -> str:
     """SQuAD normalization: lower-case, drop ASCII punctuation, drop articles, collapse whitespace."""
@@ -107,18 +111,38 @@ def marker_contexts(template: str | None, marker: re.Pattern = _PROBE_MARKER_RE)
     """
     if not template:
         return []
-    try:
-        literals = [lit for lit, _, _, _ in string.Formatter().parse(template)]
-    except ValueError:  # not a valid format string: take it as plain text
-        literals = [template]
     out = []
-    for literal in literals:
+    for literal in _template_literals(template):
         low = literal.lower()
         for m in marker.finditer(low):
             before = tuple(_WORD_RE.findall(low[: m.start()])[-ECHO_CONTEXT_WORDS:])
             after = tuple(_WORD_RE.findall(low[m.end() :])[:ECHO_CONTEXT_WORDS])
             out.append((before, after))
     return out
+
+
+def _template_literals(template: str) -> list[str]:
+    try:
+        return [lit for lit, _, _, _ in string.Formatter().parse(template)]
+    except ValueError:  # not a valid format string: take it as plain text
+        return [template]
+
+
+def template_word_runs(template: str | None, n: int = ECHO_QUOTE_WORDS) -> frozenset[tuple[str, ...]]:
+    """Every run of ``n`` consecutive lower-cased words in the template's literal text.
+
+    The text outside ``{fields}`` is ours (instructions), so a capture that begins with one of these
+    runs quotes the prompt (observed: ``"The answer is in each step, cite the passage of the document
+    ..."``). A field breaks a run: the words around ``{context}`` are not adjacent in the prompt, and
+    the fields themselves (question, document, gold answer) are never matched.
+    """
+    if not template:
+        return frozenset()
+    runs = set()
+    for literal in _template_literals(template):
+        words = _WORD_RE.findall(literal.lower())
+        runs.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return frozenset(runs)
 
 
 def is_prompt_echo(low: str, match: re.Match, contexts: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> bool:
@@ -155,10 +179,12 @@ def extract_probe_answer(text: str | None, template: str | None = None) -> str |
         The model's output.
     template : str, optional
         The probe prompt template the output answers. Markers that repeat one of the template's own
-        markers with its surrounding words (an echo of the instructions, :func:`is_prompt_echo`) are
-        ignored, so an echoed instruction is never taken as the answer. The default template writes
-        no marker at all; this protects user templates (e.g. the paper's "End your reasoning with
-        `The answer is` followed by the correct answer.").
+        markers with its surrounding words (an echo of the instructions, :func:`is_prompt_echo`), and
+        markers whose capture begins with :data:`ECHO_QUOTE_WORDS` words of the template's own text
+        (a quote of the instructions, :func:`template_word_runs`), are ignored, so an echoed
+        instruction is never taken as the answer. The default template ends with such an instruction
+        ("... begins with the words "The answer is" followed by the correct answer."), as the
+        paper's does ("End your reasoning with `The answer is` followed by the correct answer.").
 
     Returns
     -------
@@ -170,10 +196,14 @@ def extract_probe_answer(text: str | None, template: str | None = None) -> str |
         return None
     low = text.lower()
     contexts = marker_contexts(template)
+    quotes = template_word_runs(template)
     last = None
     for m in _PROBE_MARKER_RE.finditer(low):
-        if not is_prompt_echo(low, m, contexts):
-            last = m
+        if is_prompt_echo(low, m, contexts):
+            continue
+        if quotes and tuple(_WORD_RE.findall(low[m.end() : m.end() + 40 * ECHO_QUOTE_WORDS])[:ECHO_QUOTE_WORDS]) in quotes:
+            continue
+        last = m
     if last is None:
         return None
     cap = _PROBE_CAPTURE_RE.match(low, last.end()).group(1).strip()
