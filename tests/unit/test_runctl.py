@@ -237,7 +237,9 @@ def test_stop_guard_records_the_signal_and_chains_to_the_previous_handler(tmp_pa
     """arm() wraps the handlers Snakemake installed: the signal is recorded, then passed on."""
     seen = []
     old_term = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
-    old_int = signal.getsignal(signal.SIGINT)
+    # Python's own SIGINT handler, as in an interactive shell: a process started in the background
+    # (`nohup ... &`, some CI runners) inherits SIGINT ignored, and the guard rightly chains to that
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         guard = StopGuard(workflow=object(), workdir=tmp_path)
         guard.arm()
