@@ -13,6 +13,7 @@ SubEM has two modes:
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
@@ -145,16 +146,19 @@ def template_word_runs(template: str | None, n: int = ECHO_QUOTE_WORDS) -> froze
     return frozenset(runs)
 
 
-def is_prompt_echo(low: str, match: re.Match, contexts: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> bool:
+def is_prompt_echo(low: str, match: re.Match, contexts: Sequence[tuple[tuple[str, ...], tuple[str, ...]]],
+                   quotes: frozenset[tuple[str, ...]] = frozenset()) -> bool:
     """Whether the marker ``match`` in the lower-cased text ``low`` repeats a marker of the prompt.
 
     True when the words right before the marker equal the words before a template marker, or the
     words right after it equal the words after one (:func:`marker_contexts`); a side with fewer than
-    2 words in the template is not used (a single word is too weak a sign of an echo).
+    2 words in the template is not used (a single word is too weak a sign of an echo). Also True
+    when the first :data:`ECHO_QUOTE_WORDS` words after the marker are one of ``quotes`` (runs of
+    the template's own text, :func:`template_word_runs`): the capture quotes the instructions.
     """
-    if not contexts:
+    if not contexts and not quotes:
         return False
-    window = 40 * ECHO_CONTEXT_WORDS
+    window = 40 * max(ECHO_CONTEXT_WORDS, ECHO_QUOTE_WORDS)
     before = tuple(_WORD_RE.findall(low[max(0, match.start() - window) : match.start()]))
     after = tuple(_WORD_RE.findall(low[match.end() : match.end() + window]))
     for t_before, t_after in contexts:
@@ -162,7 +166,14 @@ def is_prompt_echo(low: str, match: re.Match, contexts: Sequence[tuple[tuple[str
             return True
         if len(t_after) >= 2 and after[: len(t_after)] == t_after:
             return True
-    return False
+    return after[:ECHO_QUOTE_WORDS] in quotes
+
+
+@functools.lru_cache(maxsize=32)
+def _echo_signs(template: str | None) -> tuple[tuple, frozenset]:
+    """``(marker contexts, word runs)`` of a template, parsed once per template (the probe filter
+    calls :func:`extract_probe_answer` once per probe with the same template)."""
+    return tuple(marker_contexts(template)), template_word_runs(template)
 
 
 def extract_probe_answer(text: str | None, template: str | None = None) -> str | None:
@@ -195,15 +206,11 @@ def extract_probe_answer(text: str | None, template: str | None = None) -> str |
     if not text:
         return None
     low = text.lower()
-    contexts = marker_contexts(template)
-    quotes = template_word_runs(template)
+    contexts, quotes = _echo_signs(template)
     last = None
     for m in _PROBE_MARKER_RE.finditer(low):
-        if is_prompt_echo(low, m, contexts):
-            continue
-        if quotes and tuple(_WORD_RE.findall(low[m.end() : m.end() + 40 * ECHO_QUOTE_WORDS])[:ECHO_QUOTE_WORDS]) in quotes:
-            continue
-        last = m
+        if not is_prompt_echo(low, m, contexts, quotes):
+            last = m
     if last is None:
         return None
     cap = _PROBE_CAPTURE_RE.match(low, last.end()).group(1).strip()
