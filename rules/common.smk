@@ -14,8 +14,8 @@ from longmab.jobenv import prefer_library  # noqa: E402
 prefer_library(WORKFLOW_SCRIPTS)
 
 from longmab.config import ConfigError, check_runs, explain_errors  # noqa: E402
-from longmab.provenance import code_hash  # noqa: E402
-from longmab.runs import TAG_PATTERN, build_plan, validate_runs  # noqa: E402
+from longmab.provenance import code_hash, settings_hash  # noqa: E402
+from longmab.runs import TAG_PATTERN, build_plan, validate_runs, warmup_settings  # noqa: E402
 
 # Bad keys and values fail here, before any job, naming the key (our messages; then
 # snakemake.utils.validate fills the schema's defaults).
@@ -48,6 +48,7 @@ CODE = {
     for name in (
         "data",
         "build_model",
+        "warmup",
         "probe",
         "embed",
         "rollout",
@@ -71,7 +72,15 @@ PLAN = build_plan(
 STUDY = PLAN.study
 RUNS = list(PLAN.runs)
 SHARDS = [f"{i:03d}" for i in range(config["data"]["shards"])]
-EMBEDDED_POLICY = "results/models/policy"
+# The embedded SmolLM2 as built from its wheel, and the policy the jobs use: the same folder, or its
+# format warm-up (models.warmup, rule embedded_warmup) in a folder named by the warm-up settings.
+EMBEDDED_BASE = "results/models/policy"
+WARMUP = warmup_settings(config)
+EMBEDDED_POLICY = (
+    EMBEDDED_BASE
+    if WARMUP is None
+    else f"results/models/policy-warmup-{settings_hash(WARMUP)}"
+)
 BENCHMARKS = list(config["eval"]["benchmarks"])
 EVAL_TAGS = ([PLAN.base] if "base" in config["eval"]["models"] else []) + (
     [PLAN.runs[r]["eval"] for r in RUNS]
@@ -118,7 +127,8 @@ def engine_param(stage):
             "backend": e["backend"],
             "dtype": e["dtype"],
             "max_model_len": e["max_model_len"],
-            "model": e["policy"],
+            # the policy's name (the warm-up settings, when any, name the embedded folder)
+            "model": e["policy"] if isinstance(e["policy"], str) else e["policy"]["name"],
             # the text-changing engine.vllm arguments (the speed knobs come from the config itself)
             **({"vllm": e["vllm"]} if "vllm" in e else {}),
         }

@@ -63,7 +63,8 @@ rule tables:
 
 rule plot_rollout:
     """Rollout figures: mean reward per round (a line per run); arm values over rounds with
-    evidence chunks marked (the first run with rollouts)."""
+    evidence chunks marked (the first run with rollouts); evidence coverage per round against
+    random chunks (a line per run)."""
     input:
         [
             f"results/rollout/{PLAN.runs[r]['rollout']}/{s}.jsonl"
@@ -83,6 +84,12 @@ rule plot_rollout:
             category="Rollout",
             labels={"name": "arm values over rounds"},
         ),
+        evidence=report(
+            f"{plots_dir()}/evidence_per_round.png",
+            caption="../report/evidence_per_round.rst",
+            category="Rollout",
+            labels={"name": "evidence coverage per round"},
+        ),
     log:
         f"results/logs/plots/{STUDY}.rollout.log",
     conda:
@@ -99,7 +106,8 @@ rule plot_rollout:
 
 
 rule plot_dpo_loss:
-    """DPO training loss per step of every run, from LLaMA-Factory's trainer logs."""
+    """DPO training loss, reward accuracy and margin per step of every run, from LLaMA-Factory's
+    trainer logs (the adapter's trainer_state.json where it has the DPO metrics)."""
     input:
         [f"results/dpo/{PLAN.runs[r]['dpo']}/trainer_log.jsonl" for r in RUNS],
     output:

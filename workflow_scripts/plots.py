@@ -2,7 +2,15 @@
 from longmab.dpo import read_trainer_log
 from longmab.io import read_json, read_jsonl
 from longmab.logs import setup_logging
-from longmab.plots import plot_arm_values, plot_benchmark_bars, plot_dpo_loss, plot_reward_per_round
+from pathlib import Path
+
+from longmab.plots import (
+    plot_arm_values,
+    plot_benchmark_bars,
+    plot_dpo_loss,
+    plot_evidence_per_round,
+    plot_reward_per_round,
+)
 from longmab.tables import main_table
 
 
@@ -14,10 +22,17 @@ def main(smk):
         out = plot_reward_per_round(by_run, smk.output.reward)
         first = next(iter(by_run.values()), [])
         plot_arm_values(first, smk.output.arms, n_samples=p.n_samples)
+        ev = plot_evidence_per_round(by_run, smk.output.evidence)
+        log.info("evidence coverage (all) per run: %s vs random chunks %s",
+                 {run: v["all"] for run, v in ev.items()}, {run: v["chance_all"] for run, v in ev.items()})
         log.info("rollout: mean reward per round %s",
                  {run: [round(x, 3) for x in v["mean_reward"]] for run, v in out.items()})
     elif smk.rule == "plot_dpo_loss":
-        out = plot_dpo_loss({run: read_trainer_log(path) for run, path in p.runs.items()}, smk.output[0])
+        def rows(path):  # the trainer state has the DPO metrics (reward accuracy, margins) too
+            state = Path(path).parent / "adapter" / "trainer_state.json"
+            return read_trainer_log(state if state.exists() else path)
+
+        out = plot_dpo_loss({run: rows(path) for run, path in p.runs.items()}, smk.output[0])
         log.info("dpo loss: %s", {run: len(v["steps"]) for run, v in out.items()})
     elif smk.rule == "plot_benchmarks":
         rows = [read_json(path) for path in smk.input]

@@ -80,8 +80,12 @@ def test_export_args():
 
 def test_device_overrides():
     assert device_overrides({"bf16": True}, gpu=True) == {}
-    assert device_overrides({"bf16": True, "fp16": False}, gpu=False) == {"bf16": False}
-    assert device_overrides({}, gpu=False) == {}
+    assert device_overrides({"bf16": True, "fp16": False}, gpu=False, cpu_bf16=False) == {"bf16": False}
+    assert device_overrides({}, gpu=False, cpu_bf16=False) == {}
+    # a CPU with native bf16 (AMX / AVX512-BF16) keeps bf16: LLaMA-Factory then needs use_cpu
+    assert device_overrides({"bf16": True}, gpu=False, cpu_bf16=True) == {"use_cpu": True}
+    assert device_overrides({"bf16": True, "fp16": True}, gpu=False, cpu_bf16=True) == {"bf16": False, "fp16": False}
+    assert device_overrides({}, gpu=False, cpu_bf16=True) == {}
 
 
 def test_effective_batch_size_default_is_the_papers():

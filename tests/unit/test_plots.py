@@ -1,6 +1,7 @@
 """Figures: the numbers plotted and non-trivial PNGs, also for empty inputs."""
 
 from longmab.evidence import evidence_chunks
+import pytest
 from longmab.plots import (
     arm_value_history,
     loss_curve,
@@ -74,3 +75,25 @@ def test_empty_inputs_still_make_figures(tmp_path):
     for name in "ralb":
         assert is_png(tmp_path / f"{name}.png", min_bytes=1000), name
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_dpo_figure_has_accuracy_and_margin_panels_when_logged(tmp_path):
+    from longmab.plots import metric_curve
+
+    state = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.0, "rewards/margins": 0.0},
+             {"step": 2, "loss": 0.6, "rewards/accuracies": 1.0, "rewards/margins": 0.3},
+             {"step": 2, "eval_loss": 0.5, "rewards/accuracies": 0.5}]
+    assert metric_curve(state, "rewards/margins") == ([1, 2], [0.0, 0.3])
+    out = plot_dpo_loss({"a": state}, tmp_path / "d.png")
+    assert out["a"]["rewards/accuracies"] == [0.0, 1.0] and (tmp_path / "d.png").stat().st_size > 0
+
+
+def test_evidence_per_round_plot(tmp_path):
+    from longmab.plots import plot_evidence_per_round
+
+    rows = [{"evidence": [2], "chunk_passages": [[1], [2], [3]],
+             "rounds": [{"round": 1, "selected": [1]}, {"round": 2, "selected": [0]}]}]
+    out = plot_evidence_per_round({"ucb": rows, "none": [{"rounds": []}]}, tmp_path / "e.png")
+    assert [r["all"] for r in out["ucb"]["per_round"]] == [1.0, 0.0]
+    assert out["ucb"]["chance_all"] == pytest.approx(1 / 3)
+    assert (tmp_path / "e.png").stat().st_size > 0

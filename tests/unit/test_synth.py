@@ -76,7 +76,7 @@ def test_sets_are_independent_and_prefix_stable(data):
     small = synth.generate_dataset(seed=42, n_train=5, n_test_per_set=3, keep_meta=True)
     for name, rows in small.items():
         assert rows == data[name][: len(rows)], name
-    more_train = synth.generate_dataset(seed=42, n_train=30, n_test_per_set=8, keep_meta=True)
+    more_train = synth.generate_dataset(seed=42, n_train=synth.N_TRAIN + 6, n_test_per_set=synth.N_TEST, keep_meta=True)
     for name in synth.TEST_SETS:
         assert more_train[name] == data[name]
 
@@ -119,11 +119,11 @@ def test_field_sets_exact(tmp_path):
 def test_passage_layout_counts_and_sizes(data):
     for name, row in all_rows(data):
         texts = split_passages(row["context"])
-        lo, hi = (6, 8) if name == "synth_longbook_qa_eng" else (3, 4)
+        lo, hi = synth.LONG_PASSAGES if name == "synth_longbook_qa_eng" else synth.PASSAGES
         assert lo <= len(texts) <= hi
         assert [int(n) for n in PASSAGE_HEADER.findall(row["context"])] == list(range(1, len(texts) + 1))
         for text in texts:
-            # a passage stops at the first sentence reaching the target (40-70) words
+            # a passage stops at the first sentence reaching the target (25-40) words
             assert 25 <= len(text.split()) <= 100, len(text.split())
 
 
@@ -172,21 +172,57 @@ def test_question_mix_per_set(data):
     assert types["synth_multifieldqa_en"] <= set(synth.ONE_HOP_TYPES)
     assert types["synth_longbook_qa_eng"] <= set(synth.ONE_HOP_TYPES)
     assert types["synth_2wikimqa"] & set(synth.COMPARISON_TYPES)
-    assert hops["train"] == {1}  # default: 1-hop training (the 135M model never solves 2-hop probes)
-    mixed = synth.generate_dataset(seed=42, n_train=12, n_test_per_set=1, two_hop_fraction=0.5, keep_meta=True)
-    assert {r["meta"]["hops"] for r in mixed["train"]} == {1, 2}
+    # default training mix: 1-hop, compositional 2-hop and comparison questions
+    for kinds in (synth.ONE_HOP_TYPES, synth.TWO_HOP_TYPES, synth.COMPARISON_TYPES):
+        assert types["train"] & set(kinds)
+    one_hop = synth.generate_dataset(seed=42, n_train=12, n_test_per_set=1, two_hop_fraction=0.0,
+                                     comparison_fraction=0.0, keep_meta=True)
+    assert {r["meta"]["hops"] for r in one_hop["train"]} == {1}
     for name, rows in data.items():
         assert len({r["input"] for r in rows}) == len(rows), f"duplicate question in {name}"
 
 
+def test_lookalike_entities_have_conflicting_facts(worlds):
+    """Namesakes (same surname) and twin companies (same stem) exist, with different facts."""
+    for world in worlds.values():
+        surnames = {}
+        for p in world.persons.values():
+            surnames.setdefault(p.name.split()[-1], []).append(p)
+        pairs = [ps for ps in surnames.values() if len(ps) == 2]
+        assert len(pairs) == synth.DEFAULT_WORLD.namesakes // 2
+        for a, b in pairs:
+            assert a.birth_town != b.birth_town and a.birth_year != b.birth_year
+        stems = {}
+        for c in world.companies.values():
+            stems.setdefault(c.name.split()[0], []).append(c)
+        assert sum(len(cs) == 2 for cs in stems.values()) == synth.DEFAULT_WORLD.company_twins // 2
+
+
+def test_distractors_include_lookalikes_of_the_evidence(data, worlds):
+    """Where an evidence entity has a look-alike, its passage is among the distractors (half the
+    distractors are related ones): the chunks chosen decide between conflicting facts."""
+    with_look, shown = 0, 0
+    for name, rows in data.items():
+        world = worlds["train" if name == synth.TRAIN else "test"]
+        for row in rows:
+            meta = row["meta"]
+            kinds = {n: k for k, n in world.subjects()}
+            looks = {n for e in meta["evidence_entities"] if e in kinds
+                     for _, n in synth.lookalikes(world, kinds[e], e)}
+            if looks:
+                with_look += 1
+                shown += bool(looks & set(meta["passage_entities"]))
+    assert with_look > 50 and shown == with_look
+
+
 def test_answers_short_and_comparisons_well_posed(data, worlds):
-    test_world = worlds["test"]
-    for _, row in all_rows(data):
+    for name, row in all_rows(data):
+        world = worlds["train" if name == synth.TRAIN else "test"]
         (answer,) = answers_of(row)
         assert 1 <= len(answer.split()) <= 3
         if row["meta"]["type"] == "born_first":
             a, b = row["meta"]["evidence_entities"]
-            ya, yb = test_world.persons[a].birth_year, test_world.persons[b].birth_year
+            ya, yb = world.persons[a].birth_year, world.persons[b].birth_year
             assert ya != yb and answer == (a if ya < yb else b)
 
 

@@ -73,18 +73,28 @@ def _pair(text: str) -> tuple[int, int]:
 
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
+    from . import synth as S
+
+    def pair_text(t: tuple[int, int]) -> str:
+        return f"{t[0]},{t[1]}"
+
     p.add_argument("--out-dir", required=True, help="writes OUT_DIR/train.jsonl and OUT_DIR/test/*.jsonl")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--n-train", type=int, default=24)
-    p.add_argument("--n-test", type=int, default=8, help="samples per benchmark set")
-    p.add_argument("--passages", type=_pair, default=(3, 4), metavar="MIN,MAX",
-                   help="passages per context (default 3,4)")
-    p.add_argument("--long-passages", type=_pair, default=(6, 8), metavar="MIN,MAX",
-                   help="passages per context of synth_longbook_qa_eng (default 6,8)")
-    p.add_argument("--words", type=_pair, default=(40, 70), metavar="MIN,MAX",
-                   help="target words per passage (default 40,70)")
-    p.add_argument("--two-hop-fraction", type=float, default=0.0,
-                   help="share of 2-hop questions in the training set (default 0.0)")
+    p.add_argument("--n-train", type=int, default=S.N_TRAIN, help=f"training samples (default {S.N_TRAIN})")
+    p.add_argument("--n-test", type=int, default=S.N_TEST, help=f"samples per benchmark set (default {S.N_TEST})")
+    p.add_argument("--passages", type=_pair, default=S.PASSAGES, metavar="MIN,MAX",
+                   help=f"passages per context (default {pair_text(S.PASSAGES)})")
+    p.add_argument("--long-passages", type=_pair, default=S.LONG_PASSAGES, metavar="MIN,MAX",
+                   help=f"passages per context of synth_longbook_qa_eng (default {pair_text(S.LONG_PASSAGES)})")
+    p.add_argument("--words", type=_pair, default=S.WORDS, metavar="MIN,MAX",
+                   help=f"target words per passage (default {pair_text(S.WORDS)})")
+    p.add_argument("--two-hop-fraction", type=float, default=S.TWO_HOP_FRACTION,
+                   help=f"share of compositional 2-hop questions in the training set (default {S.TWO_HOP_FRACTION})")
+    p.add_argument("--comparison-fraction", type=float, default=S.COMPARISON_FRACTION,
+                   help=f"share of comparison questions in the training set (default {S.COMPARISON_FRACTION})")
+    p.add_argument("--related-fraction", type=float, default=S.RELATED_FRACTION,
+                   help="share of the distractors drawn from look-alike and linked entities "
+                        f"(default {S.RELATED_FRACTION})")
     p.add_argument("--paraphrase", type=float, default=0.0,
                    help="probability that a fact is worded unlike the question (default 0.0)")
 
@@ -97,7 +107,9 @@ def _synth_run(args: argparse.Namespace) -> int:
                               n_test_per_set=args.n_test, passages_per_context=args.passages,
                               words_per_passage=args.words,
                               long_passages_per_context=args.long_passages,
-                              two_hop_fraction=args.two_hop_fraction, paraphrase=args.paraphrase)
+                              two_hop_fraction=args.two_hop_fraction, paraphrase=args.paraphrase,
+                              comparison_fraction=args.comparison_fraction,
+                              related_fraction=args.related_fraction)
     except ValueError as exc:
         print(f"longmab synth: error: {exc}", file=sys.stderr)
         return 2

@@ -148,6 +148,40 @@ def plot_arm_values(rollout_rows: Sequence[Mapping], path: str | os.PathLike, n_
     return {"samples": plotted}
 
 
+def plot_evidence_per_round(rollout_rows: Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
+                            title: str = "Evidence coverage per round") -> dict:
+    """Share of samples whose selected chunks cover every evidence passage, per rollout round: a
+    solid line per run, and dashed at the same colour the share expected of as many random chunks
+    (:func:`longmab.evidence.evidence_hit_rates`). Empty note without evidence annotations."""
+    from .evidence import evidence_hit_rates
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    out = {}
+    for i, (run, rows) in enumerate(rollout_rows.items()):
+        rates = evidence_hit_rates(rows)
+        out[run] = rates
+        if not rates["per_round"]:
+            continue
+        x = [r["round"] for r in rates["per_round"]]
+        ax.plot(x, [r["all"] for r in rates["per_round"]], marker="o", color=f"C{i}",
+                label=f"{run}: all evidence (mean {rates['all']:.2f})" if run else None)
+        if rates["chance_all"] is not None:
+            ax.axhline(rates["chance_all"], color=f"C{i}", linestyle="--", linewidth=1,
+                       label=f"{run}: random chunks ({rates['chance_all']:.2f})" if run else None)
+    if not any(v["per_round"] for v in out.values()):
+        _empty(ax, "no evidence annotations in the rollout rows")
+    else:
+        ax.set_xlabel("rollout round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("share of samples covering all evidence")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax.set_title(title)
+    _save(fig, path)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # DPO
 
@@ -163,28 +197,52 @@ def loss_curve(trainer_log: Sequence[Mapping]) -> tuple[list[int], list[float]]:
     return steps, losses
 
 
+def metric_curve(trainer_log: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """(step, value) of the training entries of a trainer log / log_history that carry ``key``
+    (e.g. ``rewards/accuracies``, ``rewards/margins`` in the DPO trainer's ``log_history``)."""
+    steps, values = [], []
+    for r in trainer_log:
+        if r.get(key) is None or "eval_loss" in r:
+            continue
+        steps.append(int(r.get("current_steps", r.get("step", len(steps) + 1))))
+        values.append(float(r[key]))
+    return steps, values
+
+
+DPO_PANELS = (("loss", "loss"), ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"))
+
+
 def plot_dpo_loss(trainer_log: Sequence[Mapping] | Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
-                  title: str = "DPO training loss") -> dict:
-    """Training loss per step (DPO sigmoid loss + pref_ftx x SFT loss, as LLaMA-Factory logs it):
-    one line per run (``{run: log rows}``) or for one log."""
+                  title: str = "DPO training") -> dict:
+    """Training loss per step (DPO sigmoid loss + pref_ftx x SFT loss, as LLaMA-Factory logs it) and,
+    where the log has them (``trainer_state.json``'s ``log_history``), the trainer's reward accuracy
+    (share of pairs whose implicit reward ranks chosen above rejected) and margin: one line per run
+    (``{run: log rows}``) or for one log."""
     by_run = dict(trainer_log) if isinstance(trainer_log, Mapping) else {"": list(trainer_log)}
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    panels = [p for p in DPO_PANELS if p[0] == "loss"
+              or any(metric_curve(rows, p[0])[0] for rows in by_run.values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     out = {}
     for i, (run, log_rows) in enumerate(by_run.items()):
         steps, losses = loss_curve(log_rows)
         out[run] = {"steps": steps, "loss": losses}
-        if steps:
-            ax.plot(steps, losses, marker="o" if len(steps) <= 50 else None, color=f"C{i}", label=run or None)
-    if not any(v["steps"] for v in out.values()):
-        _empty(ax, "no loss entries in the trainer log")
-    else:
+        for ax, (key, label) in zip(axes[0], panels):
+            x, y = (steps, losses) if key == "loss" else metric_curve(log_rows, key)
+            if key != "loss":
+                out[run][key] = y
+            if x:
+                ax.plot(x, y, marker="o" if len(x) <= 50 else None, color=f"C{i}", label=run or None)
+    for ax, (key, label) in zip(axes[0], panels):
+        if not any(v["steps"] for v in out.values()):
+            _empty(ax, "no loss entries in the trainer log")
+            continue
         ax.set_xlabel("optimizer step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        if len(by_run) > 1:
+        if len(by_run) > 1 and key == "loss":
             ax.legend(fontsize=8)
-    ax.set_title(title)
+    fig.suptitle(title)
     _save(fig, path)
     return out[""] if "" in out and len(out) == 1 else out
 

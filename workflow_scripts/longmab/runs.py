@@ -154,6 +154,23 @@ def _templates(config: Mapping) -> dict[str, str]:
         raise ConfigError(f"config key 'prompts': {exc}") from None
 
 
+def warmup_settings(config: Mapping) -> dict | None:
+    """The format warm-up that builds the embedded policy (``models.warmup``, :mod:`longmab.warmup`),
+    with the config's seed; ``None`` when there is none (disabled, or a policy other than embedded)."""
+    models = config["models"]
+    w = dict(models.get("warmup") or {})
+    if models["policy"] != "embedded" or not w.pop("enabled", False):
+        return None
+    return {**w, "seed": int(config["seed"])}
+
+
+def policy_id(config: Mapping) -> str | dict:
+    """The policy as it enters the folder hashes: its name or hub id, or, for the warmed-up embedded
+    policy, the name with the warm-up settings (a warm-up change re-runs everything downstream)."""
+    warm = warmup_settings(config)
+    return config["models"]["policy"] if warm is None else {"name": "embedded", "warmup": warm}
+
+
 def policy_slug(policy: str) -> str:
     return "SmolLM2-135M" if policy == "embedded" else slug(policy, "policy")
 
@@ -172,7 +189,7 @@ def engine_determinants(config: Mapping, stage: str = "probe") -> dict:
     e = engine_settings(config, stage)
     models = config["models"]
     det = {"backend": e["backend"], "dtype": e["dtype"], "max_model_len": e["max_model_len"],
-           "policy": models["policy"], "revision": models.get("revision")}
+           "policy": policy_id(config), "revision": models.get("revision")}
     text_args = {k: v for k, v in (e.get("vllm") or {}).items() if k in TEXT_VLLM_ARGS}
     if text_args and e["backend"] == "vllm":
         det["vllm"] = text_args
@@ -273,8 +290,8 @@ def build_plan(config: Mapping, dpo_code: str = "", configs: Mapping[str, dict] 
     plan = Plan(study=study, configs={k: copy.deepcopy(v) for k, v in configs.items()})
     for name, c in configs.items():
         plan.runs[name] = _plan_run(plan, name, c, dpo_code)
-    plan.base = _eval_tag(plan, next(iter(configs.values())), {"kind": "base",
-                                                               "policy": config["models"]["policy"],
+    first = next(iter(configs.values()))
+    plan.base = _eval_tag(plan, first, {"kind": "base", "policy": policy_id(first),
                                                                "revision": config["models"].get("revision")},
                           "base-" + policy_slug(config["models"]["policy"]))
     return plan
@@ -290,7 +307,7 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
     engine = engine_determinants(c, "probe")
     answer = _template_digest(templates["answer"])
     method = c["pairs"].get("method", "longmab")
-    common_pairs = {"policy": c["models"]["policy"], "revision": c["models"].get("revision"),
+    common_pairs = {"policy": policy_id(c), "revision": c["models"].get("revision"),
                     "max_prompt_length": c["pairs"]["max_prompt_length"],
                     "reserve_tokens": c["pairs"]["reserve_tokens"], "template": answer,
                     "subem": c["reward"]["subem"], "seed": seed}
@@ -329,7 +346,7 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
     else:  # pragma: no cover - the schema's enum
         raise ConfigError(f"config key 'pairs.method': unknown method {method!r} (expected {PAIR_METHODS})")
     tags["dpo"] = plan.add("dpo", name, {
-        "pairs": tags["pairs"], "dpo": copy.deepcopy(c["dpo"]), "policy": c["models"]["policy"],
+        "pairs": tags["pairs"], "dpo": copy.deepcopy(c["dpo"]), "policy": policy_id(c),
         "revision": c["models"].get("revision"), "template": c["models"]["template"], "seed": seed,
         "code": dpo_code})
     tags["eval"] = _eval_tag(plan, c, {"kind": "trained", "dpo": tags["dpo"]}, name)

@@ -246,6 +246,10 @@ class WorldSize:
     towns: int = 30
     companies: int = 30
     rivers: int = 12
+    #: persons that share their surname with one other person (a namesake with other facts); even
+    namesakes: int = 0
+    #: companies that share their name stem with one other company (another industry, other facts); even
+    company_twins: int = 0
 
 
 def _make_word(rng: _Rng, kind: str) -> str:
@@ -298,8 +302,15 @@ def make_name_pools(seed: int, per_split: WorldSize) -> dict[str, dict[str, list
     return out
 
 
-def build_world(pool: dict[str, list[str]], rng: _Rng) -> World:
-    """Assign consistent random facts to the names of one pool."""
+def build_world(pool: dict[str, list[str]], rng: _Rng, namesakes: int = 0,
+                company_twins: int = 0) -> World:
+    """Assign consistent random facts to the names of one pool.
+
+    The first ``namesakes`` persons come in pairs that share a surname (``Brinta Seisith`` and
+    ``Quejyxa Seisith``) with different birth towns and years, and the first ``company_twins``
+    companies in pairs that share a name stem (``Geveixal Mills``, ``Geveixal Press``): look-alike
+    entities whose passages are the hardest distractors (:func:`related_subjects`).
+    """
     rivers = [f"{w} River" for w in pool["river"]]
     towns: dict[str, Town] = {}
     for i, name in enumerate(pool["town"]):
@@ -308,15 +319,26 @@ def build_world(pool: dict[str, list[str]], rng: _Rng) -> World:
         towns[name] = Town(name, rng.choice(_REGIONS), river, rng.randint(1150, 1780))
     town_names = list(towns)
     persons: dict[str, Person] = {}
-    for first, last in zip(pool["first"], pool["last"]):
+    lasts = list(pool["last"])
+    for i in range(1, min(namesakes, len(lasts)), 2):  # persons 2j and 2j+1 share a surname
+        lasts[i] = lasts[i - 1]
+    for first, last in zip(pool["first"], lasts):
         name = f"{first} {last}"
-        persons[name] = Person(name, rng.choice(_OCCUPATIONS), rng.choice(town_names),
-                               rng.randint(1790, 1950))
+        town, year = rng.choice(town_names), rng.randint(1790, 1950)
+        twin = next((p for p in persons.values() if p.name.split()[-1] == last), None)
+        while twin is not None and (town == twin.birth_town or year == twin.birth_year):
+            town, year = rng.choice(town_names), rng.randint(1790, 1950)
+        persons[name] = Person(name, rng.choice(_OCCUPATIONS), town, year)
     person_names = list(persons)
     founders = rng.sample(person_names, min(len(person_names), len(pool["company"])))
+    stems = list(pool["company"])
+    for i in range(1, min(company_twins, len(stems)), 2):  # companies 2j and 2j+1 share a stem
+        stems[i] = stems[i - 1]
     companies: dict[str, Company] = {}
-    for i, stem in enumerate(pool["company"]):
+    for i, stem in enumerate(stems):
         noun, industry = rng.choice(_INDUSTRIES)
+        while f"{stem} {noun}" in companies:
+            noun, industry = rng.choice(_INDUSTRIES)
         founder = founders[i % len(founders)]
         year = persons[founder].birth_year + rng.randint(22, 60)
         companies[f"{stem} {noun}"] = Company(f"{stem} {noun}", industry, founder,
@@ -326,10 +348,12 @@ def build_world(pool: dict[str, list[str]], rng: _Rng) -> World:
 
 
 def build_worlds(seed: int = 42, size: WorldSize | None = None) -> dict[str, World]:
-    """The ``train`` and ``test`` worlds of a seed (disjoint name pools)."""
-    size = size or WorldSize()
+    """The ``train`` and ``test`` worlds of a seed (disjoint name pools; default size
+    :data:`DEFAULT_WORLD`)."""
+    size = size or DEFAULT_WORLD
     pools = make_name_pools(seed, size)
-    return {split: build_world(pools[split], _Rng(derive_seed(seed, "synth", "world", split)))
+    return {split: build_world(pools[split], _Rng(derive_seed(seed, "synth", "world", split)),
+                               size.namesakes, size.company_twins)
             for split in (TRAIN, "test")}
 
 
@@ -549,6 +573,19 @@ def _q_comparison(world: World, rng: _Rng, qtype: str) -> Question:
     raise ValueError(f"unknown comparison question type {qtype!r}")
 
 
+# The embedded data's shape (data/README.md): long contexts of many short passages, so that at the
+# embedded chunk size a context has well over 12 chunks and top_k chunks see a small part of it;
+# multi-hop training questions; half of the distractors look like the evidence.
+N_TRAIN = 64
+N_TEST = 25
+PASSAGES = (7, 9)
+LONG_PASSAGES = (12, 14)
+WORDS = (25, 40)
+TWO_HOP_FRACTION = 0.35
+COMPARISON_FRACTION = 0.15
+RELATED_FRACTION = 0.5
+DEFAULT_WORLD = WorldSize(namesakes=30, company_twins=16)
+
 ONE_HOP_TYPES = ("birthplace", "birthyear", "town_river", "town_year", "founder", "company_year", "hq")
 TWO_HOP_TYPES = ("birthplace_river", "birthplace_year", "hq_river", "founder_birthplace",
                  "founder_birthyear")
@@ -569,12 +606,70 @@ def make_question(world: World, rng: _Rng, qtype: str) -> Question:
 # samples and sets
 
 
+def lookalikes(world: World, kind: str, name: str) -> list[tuple[str, str]]:
+    """Entities whose names look like ``name``: a person's namesakes (same surname), a company's
+    twins (same name stem)."""
+    if kind == "person":
+        last = name.split()[-1]
+        return [("person", n) for n in world.persons if n != name and n.split()[-1] == last]
+    if kind == "company":
+        stem = name.split()[0]
+        return [("company", n) for n in world.companies if n != name and n.split()[0] == stem]
+    return []
+
+
+def related_subjects(world: World, evidence: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Distractors that share names or facts with the evidence, hardest first (fixed order).
+
+    First the look-alikes of every evidence entity and the passage their own chain leads to (the
+    namesake's birth town, the twin company's headquarters or founder: conflicting facts one hop
+    on), then entities that mention an evidence entity (persons born in an evidence town, companies
+    headquartered there or founded by an evidence person).
+    """
+    out: list[tuple[str, str]] = []
+
+    def add(s: tuple[str, str]) -> None:
+        if s not in evidence and s not in out:
+            out.append(s)
+
+    for kind, name in evidence:
+        for look in lookalikes(world, kind, name):
+            add(look)
+            if look[0] == "person":
+                add(("town", world.persons[look[1]].birth_town))
+            else:
+                c = world.companies[look[1]]
+                add(("town", c.hq))
+                add(("person", c.founder))
+    for kind, name in evidence:
+        if kind == "town":
+            for p in world.persons.values():
+                if p.birth_town == name:
+                    add(("person", p.name))
+            for c in world.companies.values():
+                if c.hq == name:
+                    add(("company", c.name))
+        elif kind == "person":
+            for c in world.companies.values():
+                if c.founder == name:
+                    add(("company", c.name))
+    return out
+
+
 def make_sample(world: World, rng: _Rng, q: Question, n_passages: tuple[int, int],
-                words: tuple[int, int], paraphrase: float) -> dict:
-    """Render one sample: evidence passages hidden among distractors, shuffled."""
+                words: tuple[int, int], paraphrase: float, related_fraction: float = 0.0) -> dict:
+    """Render one sample: evidence passages hidden among distractors, shuffled.
+
+    Up to ``related_fraction`` of the distractors are drawn from :func:`related_subjects` (look-alike
+    names, conflicting facts, passages that mention the evidence entities), the rest at random.
+    """
     n = max(rng.randint(*n_passages), len(q.evidence) + 1)
-    pool = [s for s in world.subjects() if s not in q.evidence]
-    chosen = list(q.evidence) + rng.sample(pool, min(n - len(q.evidence), len(pool)))
+    n_dis = n - len(q.evidence)
+    related = related_subjects(world, q.evidence)
+    n_rel = min(len(related), int(round(related_fraction * n_dis)))
+    hard = related[:n_rel]
+    pool = [s for s in world.subjects() if s not in q.evidence and s not in hard]
+    chosen = list(q.evidence) + hard + rng.sample(pool, min(n_dis - n_rel, len(pool)))
     rng.shuffle(chosen)
     passages = [render_passage(world, kind, name, rng, words, paraphrase) for kind, name in chosen]
     evidence = sorted(chosen.index(e) + 1 for e in q.evidence)
@@ -590,7 +685,8 @@ def make_sample(world: World, rng: _Rng, q: Question, n_passages: tuple[int, int
 
 
 def _generate_set(world: World, seed: int, name: str, n: int, types_for: Callable[[_Rng], str],
-                  n_passages: tuple[int, int], words: tuple[int, int], paraphrase: float) -> list[dict]:
+                  n_passages: tuple[int, int], words: tuple[int, int], paraphrase: float,
+                  related_fraction: float = 0.0) -> list[dict]:
     rng = _Rng(derive_seed(seed, "synth", "set", name))
     seen: set[tuple] = set()
     out = []
@@ -600,7 +696,7 @@ def _generate_set(world: World, seed: int, name: str, n: int, types_for: Callabl
             if q.key not in seen:
                 break
         seen.add(q.key)
-        out.append(make_sample(world, rng, q, n_passages, words, paraphrase))
+        out.append(make_sample(world, rng, q, n_passages, words, paraphrase, related_fraction))
     return out
 
 
@@ -638,12 +734,15 @@ def _as_infinitebench(rows: list[dict], keep_meta: bool) -> list[dict]:
     return out
 
 
-def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 8,
-                     passages_per_context: tuple[int, int] = (3, 4),
-                     words_per_passage: tuple[int, int] = (40, 70),
-                     long_passages_per_context: tuple[int, int] = (6, 8),
-                     two_hop_fraction: float = 0.0, paraphrase: float = 0.0,
-                     world_size: WorldSize | None = None, keep_meta: bool = False) -> dict[str, list[dict]]:
+def generate_dataset(seed: int = 42, n_train: int = N_TRAIN, n_test_per_set: int = N_TEST,
+                     passages_per_context: tuple[int, int] = PASSAGES,
+                     words_per_passage: tuple[int, int] = WORDS,
+                     long_passages_per_context: tuple[int, int] = LONG_PASSAGES,
+                     two_hop_fraction: float = TWO_HOP_FRACTION, paraphrase: float = 0.0,
+                     world_size: WorldSize | None = None, keep_meta: bool = False,
+                     comparison_fraction: float = COMPARISON_FRACTION,
+                     related_fraction: float = RELATED_FRACTION,
+                     train_set_name: str = TRAIN) -> dict[str, list[dict]]:
     """Build the training set and the four synthetic benchmark sets.
 
     Returns ``{"train": [...], "synth_musique": [...], "synth_2wikimqa": [...],
@@ -662,17 +761,26 @@ def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 8,
             raise ValueError(f"bad range ({lo}, {hi})")
     if not 0.0 <= two_hop_fraction <= 1.0 or not 0.0 <= paraphrase <= 1.0:
         raise ValueError("two_hop_fraction and paraphrase must lie in [0, 1]")
-    worlds = build_worlds(seed, world_size)
+    if not 0.0 <= comparison_fraction <= 1.0 - two_hop_fraction or not 0.0 <= related_fraction <= 1.0:
+        raise ValueError("comparison_fraction must lie in [0, 1 - two_hop_fraction], "
+                         "related_fraction in [0, 1]")
+    worlds = build_worlds(seed, world_size or DEFAULT_WORLD)
     train_w, test_w = worlds[TRAIN], worlds["test"]
 
     def train_types(rng: _Rng) -> str:
-        return rng.choice(TWO_HOP_TYPES if rng.random() < two_hop_fraction else ONE_HOP_TYPES)
+        u = rng.random()
+        if u < two_hop_fraction:
+            return rng.choice(TWO_HOP_TYPES)
+        if u < two_hop_fraction + comparison_fraction:
+            return rng.choice(COMPARISON_TYPES)
+        return rng.choice(ONE_HOP_TYPES)
 
     def fixed(types: Sequence[str]) -> Callable[[_Rng], str]:
         return lambda rng: rng.choice(types)
 
-    common = {"words": words_per_passage, "paraphrase": paraphrase}
-    train = _generate_set(train_w, seed, TRAIN, n_train, train_types, passages_per_context, **common)
+    common = {"words": words_per_passage, "paraphrase": paraphrase, "related_fraction": related_fraction}
+    train = _generate_set(train_w, seed, train_set_name, n_train, train_types, passages_per_context,
+                          **common)
     musique = _generate_set(test_w, seed, "synth_musique", n_test_per_set, fixed(TWO_HOP_TYPES),
                             passages_per_context, **common)
     wiki = _generate_set(test_w, seed, "synth_2wikimqa", n_test_per_set,
@@ -691,8 +799,8 @@ def generate_dataset(seed: int = 42, n_train: int = 24, n_test_per_set: int = 8,
     }
 
 
-def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = 24,
-                  n_test_per_set: int = 8, **kwargs: Any) -> dict[str, Path]:
+def write_dataset(out_dir: str | os.PathLike, seed: int = 42, n_train: int = N_TRAIN,
+                  n_test_per_set: int = N_TEST, **kwargs: Any) -> dict[str, Path]:
     """Write ``out_dir/train.jsonl`` and ``out_dir/test/<set>.jsonl``; returns ``{set: path}``."""
     kwargs.pop("keep_meta", None)
     data = generate_dataset(seed, n_train, n_test_per_set, **kwargs)

@@ -305,8 +305,10 @@ def main_to_markdown(table: Sequence[Mapping], base: str = "base", digits: int =
 DATA_QUALITY_COLUMNS = (
     ("run", "run"), ("method", "method"), ("samples_in", "samples in"), ("probes_kept", "probes kept"),
     ("pairs", "pairs"), ("ties", "ties"), ("chosen_reward", "chosen reward"), ("rejected_reward", "rejected reward"),
-    ("reward_gap", "gap"), ("distinct_responses", "distinct / sample"), ("evidence_all", "evidence all"),
-    ("evidence_any", "evidence any"), ("evidence_round1", "evidence round 1"), ("generations", "generations"),
+    ("reward_gap", "gap"), ("distinct_responses", "distinct / sample"), ("chunks", "chunks / sample"),
+    ("evidence_all", "evidence all"), ("evidence_all_lo", "all lo"), ("evidence_all_hi", "all hi"),
+    ("evidence_chance", "all by chance"), ("evidence_any", "evidence any"), ("evidence_round1", "evidence round 1"),
+    ("generations", "generations"),
     ("engine_seconds", "engine s"),
 )
 
@@ -325,7 +327,11 @@ def data_quality_table(stats_by_run: Mapping[str, Mapping]) -> list[dict]:
             "probes_kept": s.get("probes_kept"), "pairs": s.get("pairs"), "ties": s.get("ties_skipped"),
             "chosen_reward": chosen, "rejected_reward": rejected,
             "reward_gap": None if chosen is None or rejected is None or not s.get("pairs") else chosen - rejected,
-            "distinct_responses": s.get("mean_distinct_responses"), "evidence_all": ev.get("all"),
+            "distinct_responses": s.get("mean_distinct_responses"), "chunks": ev.get("chunks"),
+            "evidence_all": ev.get("all"),
+            "evidence_all_lo": (ev.get("all_ci") or [None, None])[0],
+            "evidence_all_hi": (ev.get("all_ci") or [None, None])[1],
+            "evidence_chance": ev.get("chance_all"),
             "evidence_any": ev.get("any"), "evidence_round1": ev.get("round1_all"),
             "generations": s.get("generations"), "engine_seconds": s.get("engine_seconds"),
         })
@@ -357,6 +363,9 @@ def data_quality_to_markdown(table: Sequence[Mapping], digits: int = 2) -> str:
                                        for k, _ in DATA_QUALITY_COLUMNS) + " |")
     note = ("\nRewards are the strict reward of the pair stage ((SubEM + F1 of the extracted answer) / 2; for SeaLong "
             "only logged, its pairs are chosen by MBR). Evidence = share of rollout rounds whose chunks covered all / "
-            "any supporting passage (– without annotations or rollouts). engine s = seconds inside the generation "
+            "any supporting passage (– without annotations or rollouts); all lo / hi = its 95 % bootstrap interval over "
+            "samples; all by chance = the share expected of the same number of chunks drawn at random each round "
+            "(exact per sample): a strategy that concentrates on the informative chunks lies above it. "
+            "engine s = seconds inside the generation "
             "engine for the rollout (SeaLong: its sampling).\n")
     return "\n".join(lines) + "\n" + note
