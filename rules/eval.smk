@@ -25,6 +25,11 @@ rule eval:
             if det("eval", wc)["model"]["kind"] == "base"
             else None
         ),
+        adapter=lambda wc: (
+            None
+            if det("eval", wc)["model"]["kind"] == "base"
+            else f"results/dpo/{det('eval', wc)['model']['dpo']}/adapter"
+        ),
         engine=engine_param("eval"),
         benchmarks=P("eval", "benchmarks"),
         max_samples=P("eval", "max_samples"),

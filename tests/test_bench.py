@@ -51,3 +51,23 @@ def test_roofline_limits_and_one_engine_run(tiny_run, tmp_path):
     share = run["share"]
     assert 0 < share["prefill_share"] < 10 and (share["decode_share"] is None or 0 < share["decode_share"] < 10)
     assert "| hf-fp32-t1@2 | 2 | 1 |" in proc.stdout
+
+
+def test_format_bench_small_run(tiny_run, tmp_path):
+    """bench/format.py: a raw row and a warm-up row (2 examples, 1 step) on one item per set, with
+    the transformers engine; the figures are well-formed shares."""
+    out = tmp_path / "format.json"
+    cmd = [sys.executable, str(REPO / "bench" / "format.py"), "--model", str(tiny_run / "results" / "models" / "policy"),
+           "--variants", 'raw,warm:{"examples":2,"batch_size":2,"dtype":"float32"}', "--limit", "1",
+           "--backend", "transformers", "--dtype", "float32", "--max-tokens", "8", "--work-dir", str(tmp_path / "w"),
+           "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["raw", "warm"]
+    for r in rows.values():
+        assert r["items"] == 4 and r["probes"] == 1 and 0 <= r["marker_rate"] <= 1 and 0 <= r["subem"] <= 1
+        assert 0 < r["tokens_per_answer"] <= 8
+    assert rows["warm"]["warmup_steps"] == 1 and "warmup_seconds" not in rows["raw"]
+    assert (tmp_path / "w" / "warm" / "warmup.json").exists()
+    assert "| warm | 4 |" in proc.stdout

@@ -32,7 +32,11 @@ def main(smk):
                                   max_model_len=p.engine["max_model_len"], model_name=p.model_name)
     finally:
         engine.close()
-    prov = provenance_record(model=describe_model(model, p.revision), workflow_dir=smk.scriptdir, **p.provenance)
+    described = describe_model(model, p.revision)
+    adapter = getattr(p, "adapter", None)
+    if adapter:  # a trained row: the LoRA adapter its merged model was exported from
+        described["adapter"] = describe_model(adapter)
+    prov = provenance_record(model=described, workflow_dir=smk.scriptdir, **p.provenance)
     for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
         write_jsonl(preds_path, preds[name])
         # Per-item scores (0-1) for the paired bootstrap of the tables, and what produced them.

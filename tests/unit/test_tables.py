@@ -90,7 +90,8 @@ def mrow(model, bench, scores, tag="t-00000000"):
     mean = 100 * sum(scores) / n
     return {"model": model, "benchmark": bench, "n": n, "subem": mean, "em": 0.0, "f1": mean,
             "items": {"id": [str(i) for i in range(n)], "subem": scores, "em": [0] * n, "f1": scores},
-            "provenance": {"tag": tag, "model": {"model": f"/m/{model}", "revision": None, "fingerprint": "ff"},
+            "provenance": {"tag": tag, "model": {"model": f"/m/{model}", "revision": None,
+                                                 "fingerprint": f"ff-{model}"},
                            "git_commit": "abc", "seed": 42, "settings_sha": "s1"}}
 
 
@@ -123,6 +124,21 @@ def test_main_table_rows_cis_and_provenance():
     assert {"delta_subem_lo", "model_fingerprint", "git_commit", "x_subem_hi"} <= set(header)
     md = main_to_markdown(t)
     assert "| run |" in md and "[+" in md and "95 %" in md
+
+
+def test_twin_models_are_refused():
+    """Two rows of different names with the same weights (e.g. a trained row whose merge fell back to
+    the base model) stop the table with a message naming both."""
+    rows = [mrow("base", "x", [0, 1]), mrow("run", "x", [0, 1])]
+    rows[1]["provenance"]["model"]["fingerprint"] = rows[0]["provenance"]["model"]["fingerprint"]
+    with pytest.raises(TableError, match="'base' and 'run' have the same weights"):
+        main_table(rows, models=["base", "run"], benchmarks=["x"], resamples=10)
+    rows[1]["provenance"]["model"]["fingerprint"] = "other"
+    rows[1]["provenance"]["model"]["adapter"] = {"model": "results/dpo/run-1/adapter", "fingerprint": "ad"}
+    (_, run) = main_table(rows, models=["base", "run"], benchmarks=["x"], resamples=10)
+    assert run["adapter_path"] == "results/dpo/run-1/adapter" and run["adapter_fingerprint"] == "ad"
+    # the same model on two benchmarks is one model, not twins
+    main_table([mrow("base", "x", [0]), mrow("base", "y", [1])], models=["base"], benchmarks=["x", "y"])
 
 
 def test_main_table_needs_item_scores():

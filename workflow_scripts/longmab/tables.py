@@ -205,8 +205,26 @@ def bootstrap_mean_ci(scores: Sequence[float], resamples: int, confidence: float
     return float(lo), float(hi)
 
 
-PROVENANCE_COLUMNS = ("eval_dir", "model_path", "model_revision", "model_fingerprint", "git_commit", "seed",
-                      "settings_sha")
+PROVENANCE_COLUMNS = ("eval_dir", "model_path", "model_revision", "model_fingerprint", "adapter_path",
+                      "adapter_fingerprint", "git_commit", "seed", "settings_sha")
+
+
+def check_distinct_models(rows: Iterable[Mapping]) -> None:
+    """Raise :class:`TableError` when two rows of different names evaluated the same model folder
+    content (equal ``provenance.model.fingerprint``): a trained row whose merge fell back to the base
+    weights, or the base model evaluated twice, would otherwise read as "no effect" in the table."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        fp = ((r.get("provenance") or {}).get("model") or {}).get("fingerprint")
+        name = str(r["model"])
+        if not fp:
+            continue
+        other = seen.setdefault(fp, name)
+        if other != name:
+            raise TableError(
+                f"models {other!r} and {name!r} have the same weights (fingerprint {fp}): the trained model "
+                "was not merged from its adapter, or one model folder was evaluated twice. Compare the "
+                "model_path columns of their metrics.json provenance; re-run dpo_export for the run.")
 
 
 def main_table(
@@ -228,6 +246,7 @@ def main_table(
     import numpy as np
 
     rows = list(rows)
+    check_distinct_models(rows)
     table = benchmark_table(rows, base=base, models=models, benchmarks=benchmarks)
     if not table:
         return table
@@ -249,7 +268,10 @@ def main_table(
         model = prov.get("model") or {}
         row.update({"eval_dir": f"results/eval/{prov['tag']}" if prov.get("tag") else "",
                     "model_path": model.get("model", ""), "model_revision": model.get("revision") or "",
-                    "model_fingerprint": model.get("fingerprint") or "", "git_commit": prov.get("git_commit", ""),
+                    "model_fingerprint": model.get("fingerprint") or "",
+                    "adapter_path": (model.get("adapter") or {}).get("model", ""),
+                    "adapter_fingerprint": (model.get("adapter") or {}).get("fingerprint") or "",
+                    "git_commit": prov.get("git_commit", ""),
                     "seed": prov.get("seed", ""), "settings_sha": prov.get("settings_sha", "")})
     return table
 

@@ -8,13 +8,15 @@ the paper's setting rather than a test of a model that cannot be scored:
 
 - ``answer`` prompts (:data:`longmab.prompts.ANSWER_TEMPLATE`) -> ``Reasoning: <the fact sentences,
   quoted with their passage numbers>`` / ``Answer: <answer>``;
-- ``probe`` prompts (gold answer given) -> the quoted facts, then ``The answer is <answer>.``
+- ``probe`` prompts (gold answer given) -> the given answer restated, the quoted facts, then
+  ``The answer is <answer>.``
 
 The examples come from the synthetic generator's **training world** only (:mod:`longmab.synth`; the
-test world shares no name with it) under their own seed stream (set ``warmup``), with **short
-contexts and 1-hop questions** by default: the warm-up teaches the format and quoting, not the
-long-context, multi-hop skill that preference optimisation is meant to improve (that is what the
-distractor-rich, multi-hop data of the main run measures). Prompts are rendered with the policy
+test world shares no name with it) under their own seed streams, with **short contexts** and, for
+the answer format, **1-hop questions** by default: the warm-up teaches the format and quoting, not
+the long-context, multi-hop skill that preference optimisation is meant to improve (that is what the
+distractor-rich, multi-hop data of the main run measures). The probe examples explain a given
+answer to the training data's mix of 1-hop, 2-hop and comparison questions. Prompts are rendered with the policy
 tokenizer's own chat template, the one vLLM applies at generation time, and the loss is on the
 response tokens only. Full fine-tuning with AdamW in a plain, seeded torch loop: deterministic on
 one machine for a given dtype.
@@ -125,33 +127,43 @@ def answer_response(row: Mapping[str, Any]) -> str:
 
 
 def probe_response(row: Mapping[str, Any]) -> str:
-    return " ".join(reasoning_steps(row)) + f" The answer is {row['answer']}."
+    """The probe's reply: the given answer restated, the quoted facts, the final sentence. Restating
+    first teaches the model to explain the answer it is *given* (as the paper's instruct models do)
+    rather than to look for one of its own; on multi-hop questions the two differ."""
+    return (f"The correct answer is {row['answer']}. " + " ".join(reasoning_steps(row))
+            + f" The answer is {row['answer']}.")
 
 
 def build_examples(settings: WarmupSettings, templates: Mapping[str, str] | None = None) -> list[dict]:
     """Chat examples ``{"messages": [user, assistant], "kind": "answer" | "probe", "id"}``.
 
-    Drawn from the training world of :mod:`longmab.synth` (never the test world), set ``warmup``.
+    Drawn from the training world of :mod:`longmab.synth` (never the test world): answer-template
+    examples from set ``warmup-answer`` with ``two_hop_fraction`` multi-hop questions (default 0:
+    the format, not the multi-hop skill), probe-template examples from set ``warmup-probe`` with the
+    training data's question mix (explaining a *given* answer to a 2-hop or comparison question is
+    the probe's job), interleaved in a seeded order.
     """
     templates = templates or load_templates()
     s = settings
-    data = synth.generate_dataset(
-        seed=s.seed, n_train=s.examples, n_test_per_set=1, passages_per_context=s.passages,
-        words_per_passage=s.words, two_hop_fraction=s.two_hop_fraction, comparison_fraction=0.0,
-        related_fraction=0.0, keep_meta=True, train_set_name="warmup")
-    rng = synth._Rng(derive_seed(s.seed, "warmup", "kind"))
+    n_probe = int(round(s.examples * s.probe_share))
+    common = {"seed": s.seed, "n_test_per_set": 1, "passages_per_context": s.passages,
+              "words_per_passage": s.words, "related_fraction": 0.0, "keep_meta": True}
+    answer_rows = synth.generate_dataset(n_train=s.examples - n_probe, two_hop_fraction=s.two_hop_fraction,
+                                         comparison_fraction=0.0, train_set_name="warmup-answer",
+                                         **common)[synth.TRAIN]
+    probe_rows = synth.generate_dataset(n_train=n_probe, train_set_name="warmup-probe", **common)[synth.TRAIN]
     out = []
-    for row in data[synth.TRAIN]:
-        if rng.random() < s.probe_share:
-            prompt = templates["probe"].format(context=row["context"], question=row["input"],
-                                               answer=row["answer"])
-            kind, response = "probe", probe_response(row)
-        else:
-            prompt = templates["answer"].format(context=row["context"], question=row["input"])
-            kind, response = "answer", answer_response(row)
-        out.append({"id": row["id"], "kind": kind,
+    for row in answer_rows:
+        prompt = templates["answer"].format(context=row["context"], question=row["input"])
+        out.append({"id": f"answer-{row['id']}", "kind": "answer",
                     "messages": [{"role": "user", "content": prompt},
-                                 {"role": "assistant", "content": response}]})
+                                 {"role": "assistant", "content": answer_response(row)}]})
+    for row in probe_rows:
+        prompt = templates["probe"].format(context=row["context"], question=row["input"], answer=row["answer"])
+        out.append({"id": f"probe-{row['id']}", "kind": "probe",
+                    "messages": [{"role": "user", "content": prompt},
+                                 {"role": "assistant", "content": probe_response(row)}]})
+    synth._Rng(derive_seed(s.seed, "warmup", "interleave")).shuffle(out)
     return out
 
 
