@@ -71,3 +71,20 @@ def test_format_bench_small_run(tiny_run, tmp_path):
     assert rows["warm"]["warmup_steps"] == 1 and "warmup_seconds" not in rows["raw"]
     assert (tmp_path / "w" / "warm" / "warmup.json").exists()
     assert "| warm | 4 |" in proc.stdout
+
+
+def test_budget_bench_reads_a_finished_run(tiny_run, tmp_path):
+    """bench/budget.py: per-stage job seconds, engine starts and token counts of the tiny run."""
+    out = tmp_path / "budget.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "budget.py"), "--workdir", str(tiny_run),
+                           "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    stages = json.loads(out.read_text())
+    for stage in ("probe", "rollout", "eval"):
+        assert stages[stage]["jobs"] >= 1 and stages[stage]["prompt_tokens"] > 0, stage
+        assert stages[stage]["generated_tokens"] > 0 and stages[stage]["engine_starts"] >= 1, stage
+    assert stages["dpo_train"]["seconds"] > 0
+    assert "| rollout |" in proc.stdout
+    empty = subprocess.run([sys.executable, str(REPO / "bench" / "budget.py"), "--workdir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 1 and "no benchmark files" in empty.stderr

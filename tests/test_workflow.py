@@ -86,6 +86,7 @@ def test_paper_config_plan(workdir, name):
         "pairs": len(runs),
     }, counts
     assert "embedded_policy" not in counts, "a hub-id policy needs no embedded model"
+    assert "embedded_warmup" not in counts, "the format warm-up is the embedded policy's, never the paper's"
     for rule in ("dpo_config", "dpo_train", "dpo_export_config", "dpo_export"):
         assert counts.get(rule) == len(runs), (rule, counts)
     assert counts.get("eval") == len(runs) + 1, counts
@@ -135,6 +136,19 @@ def test_strategy_runs_share_their_embed_jobs(workdir):
     counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", _ablation_config(workdir, runs)))
     shards = load_config(REPO / "config.yaml")["data"]["shards"]
     assert counts["probe"] == shards and counts["embed"] == shards and counts["rollout"] == 3 * shards, counts
+
+
+def test_embedded_runs_share_one_format_warmup(workdir):
+    """The default config warms the embedded policy up once for every run (and the base row); with
+    models.warmup.enabled false no warm-up is planned and the jobs read the raw model folder."""
+    runs = {"a": {}, "b": {"rollout": {"strategy": "random"}}}
+    proc = run_snakemake(workdir, "-n", "--configfile", _ablation_config(workdir, runs))
+    counts = dry_run_counts(proc)
+    assert counts["embedded_policy"] == 1 and counts["embedded_warmup"] == 1, counts
+    assert "results/models/policy-warmup-" in proc.stdout
+    (workdir / "cold.yaml").write_text(yaml.safe_dump({"models": {"warmup": {"enabled": False}}}))
+    counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", "cold.yaml"))
+    assert counts["embedded_policy"] == 1 and "embedded_warmup" not in counts, counts
 
 
 def test_ablations_config_plans_the_papers_matrix(workdir):
