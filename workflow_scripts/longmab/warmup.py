@@ -52,7 +52,7 @@ _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 class WarmupSettings:
     """What determines the warmed-up model (``models.warmup`` in the config)."""
 
-    examples: int = 48          # training examples (each one prompt: answer or probe template)
+    examples: int = 80          # training examples (each one prompt: answer or probe template)
     probe_share: float = 0.5    # share of examples rendered with the probe template
     passages: tuple[int, int] = (2, 4)
     words: tuple[int, int] = (25, 40)
