@@ -15,7 +15,12 @@ prefer_library(WORKFLOW_SCRIPTS)
 
 from longmab.config import ConfigError, check_runs, explain_errors  # noqa: E402
 from longmab.provenance import code_hash, settings_hash  # noqa: E402
-from longmab.runs import TAG_PATTERN, build_plan, validate_runs, warmup_settings  # noqa: E402
+from longmab.runs import (
+    TAG_PATTERN,
+    build_plan,
+    validate_runs,
+    warmup_settings,
+)  # noqa: E402
 
 # Bad keys and values fail here, before any job, naming the key (our messages; then
 # snakemake.utils.validate fills the schema's defaults).
@@ -128,7 +133,9 @@ def engine_param(stage):
             "dtype": e["dtype"],
             "max_model_len": e["max_model_len"],
             # the policy's name (the warm-up settings, when any, name the embedded folder)
-            "model": e["policy"] if isinstance(e["policy"], str) else e["policy"]["name"],
+            "model": (
+                e["policy"] if isinstance(e["policy"], str) else e["policy"]["name"]
+            ),
             # the text-changing engine.vllm arguments (the speed knobs come from the config itself)
             **({"vllm": e["vllm"]} if "vllm" in e else {}),
         }

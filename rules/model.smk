@@ -19,7 +19,8 @@ if WARMUP is not None:
         """The embedded policy's format warm-up (models.warmup): a few supervised steps on
         synthetic examples of the training world that teach SmolLM2-135M the answer and probe
         formats, the embedded stand-in for an instruct model (longmab/warmup.py). The folder is
-        named by the warm-up settings; every job of the run uses it as the policy."""
+        named by the warm-up settings; every job of the run uses it as the policy.
+        """
         input:
             EMBEDDED_BASE,
         output:
@@ -29,9 +30,9 @@ if WARMUP is not None:
         benchmark:
             "results/benchmarks/embedded_warmup.tsv"
         priority: PREFERENCE_PRIORITY
-        threads: workflow.cores
         conda:
             "../envs/base.yaml"
+        threads: 2  # a 135 M model; Snakemake gives it fewer when --cores is 1
         params:
             warmup=WARMUP,
             code=CODE["warmup"],

@@ -23,7 +23,7 @@ from conftest import REPO, run_snakemake
 pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOTS = ["rollout_reward.png", "arm_values.png", "dpo_loss.png", "benchmarks_subem.png"]  # in results/plots/{study}/
+PLOTS = ["rollout_reward.png", "arm_values.png", "evidence_per_round.png", "dpo_loss.png", "benchmarks_subem.png"]  # in results/plots/{study}/
 
 
 def merged_config(workdir: Path) -> dict:
@@ -131,6 +131,11 @@ def test_metrics_for_every_model_and_benchmark(tiny_run, cfg, manifest):
             assert prov["settings"]["benchmarks"][bench]["path"] == spec["path"]
             if model != "base":
                 assert prov["settings"]["model"]["dpo"]["tag"] == Path(manifest["runs"][model]["dpo"]).name
+                # the adapter the merged model came from, with its own fingerprint
+                adapter = prov["model"]["adapter"]
+                assert adapter["model"] == f"{manifest['runs'][model]['dpo']}/adapter" and adapter["fingerprint"]
+            else:
+                assert "adapter" not in prov["model"]
             assert m["items"]["id"] == [p["id"] for p in preds]
 
 
@@ -159,6 +164,10 @@ def test_tables(tiny_run, cfg, manifest):
     for q in quality:
         stats = json.loads((tiny_run / manifest["runs"][q["run"]]["pairs"] / "stats.json").read_text())
         assert int(q["pairs"]) == stats["pairs"] and int(q["samples_in"]) == stats["samples_in"]
+    longmab = quality[0]  # evidence coverage with its interval (>= 2 rolled-out samples) and chance level
+    assert 0 < float(longmab["evidence_chance"]) <= 1 and float(longmab["chunks"]) >= 1
+    if longmab["evidence_all_lo"]:
+        assert float(longmab["evidence_all_lo"]) <= float(longmab["evidence_all"]) <= float(longmab["evidence_all_hi"])
 
 
 def test_plots(tiny_run, cfg):

@@ -117,6 +117,9 @@ def test_main_table_rows_cis_and_provenance():
     assert run["delta_subem"] == pytest.approx((50 + 0) / 2)
     assert run["delta_subem_lo"] <= run["delta_subem"] <= run["delta_subem_hi"]
     assert base["delta_subem_lo"] is None and base["x_subem_lo"] <= 50 <= base["x_subem_hi"]
+    # the Avg's own interval: resampled within each benchmark, averaged
+    assert base["avg_subem_lo"] <= base["avg_subem"] <= base["avg_subem_hi"] and base["avg_subem_lo"] < 50
+    assert run["avg_subem_lo"] > 0  # run: 100 % on x, 50 % on y, so never below 25
     assert run["eval_dir"] == "results/eval/run-12345678" and run["git_commit"] == "abc"
     assert main_table(rows, models=["base", "run"], benchmarks=["x", "y"], resamples=1000, seed=3) == t  # seeded
     csv_text = main_to_csv(t)

@@ -259,6 +259,9 @@ def main_table(
         for b in benches:
             row[f"{b}_subem_lo"], row[f"{b}_subem_hi"] = bootstrap_mean_ci(scores[m][b].values(), resamples,
                                                                            confidence, rng)
+        zeros = {b: {k: 0.0 for k in scores[m][b]} for b in benches}  # the Avg's own interval
+        _, row["avg_subem_lo"], row["avg_subem_hi"] = paired_bootstrap(
+            zeros, scores[m], benches, resamples, confidence, np.random.default_rng([int(seed), i, 1]))
         if m != base and base in scores:
             d, lo, hi = paired_bootstrap(scores[base], scores[m], benches, resamples, confidence, rng)
             row["delta_subem_lo"], row["delta_subem_hi"] = lo, hi
@@ -283,7 +286,8 @@ def main_to_csv(table: Sequence[Mapping], digits: int = 4) -> str:
     header = ["model"]
     for b in benches:
         header += [f"{b}_n", f"{b}_subem", f"{b}_subem_lo", f"{b}_subem_hi", f"{b}_em", f"{b}_f1"]
-    header += [f"avg_{k}" for k in METRICS] + [f"delta_{k}" for k in METRICS] + ["delta_subem_lo", "delta_subem_hi"]
+    header += [f"avg_{k}" for k in METRICS] + ["avg_subem_lo", "avg_subem_hi"]
+    header += [f"delta_{k}" for k in METRICS] + ["delta_subem_lo", "delta_subem_hi"]
     header += list(PROVENANCE_COLUMNS)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -302,7 +306,8 @@ def main_to_markdown(table: Sequence[Mapping], base: str = "base", digits: int =
     paired bootstrap interval."""
     benches = _bench_names(table)
     pct = f"{confidence * 100:g} %"
-    header = ["Model"] + [f"{b} (n={table[0][f'{b}_n']})" for b in benches] + ["Avg", f"Δ vs {base} [{pct} CI]"]
+    header = ["Model"] + [f"{b} (n={table[0][f'{b}_n']})" for b in benches] + [f"Avg [{pct} CI]",
+                                                                                 f"Δ vs {base} [{pct} CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table:
         d = row["delta_subem"]
@@ -314,11 +319,14 @@ def main_to_markdown(table: Sequence[Mapping], base: str = "base", digits: int =
             delta = f"{d:+.{digits}f}"
             if row.get("delta_subem_lo") is not None:
                 delta += f" [{row['delta_subem_lo']:+.{digits}f}, {row['delta_subem_hi']:+.{digits}f}]"
-        cells = [row["model"]] + [_num(row[f"{b}_subem"], digits) for b in benches] + [_num(row["avg_subem"], digits),
-                                                                                       delta]
+        avg = _num(row["avg_subem"], digits)
+        if row.get("avg_subem_lo") is not None:
+            avg += f" [{row['avg_subem_lo']:.{digits}f}, {row['avg_subem_hi']:.{digits}f}]"
+        cells = [row["model"]] + [_num(row[f"{b}_subem"], digits) for b in benches] + [avg, delta]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nSubEM in percent on the extracted answer (EM, F1 and per-benchmark intervals in main.csv). Avg = "
-            f"unweighted mean over the {len(benches)} benchmarks; Δ = Avg minus {base}'s Avg, with a paired bootstrap "
+            f"unweighted mean over the {len(benches)} benchmarks, with a bootstrap {pct} interval over items "
+            f"(resampled within each benchmark); Δ = Avg minus {base}'s Avg, with a paired bootstrap "
             f"{pct} interval over items (resampled within each benchmark, same draw for both models). Where each "
             "number came from: the provenance columns of main.csv and main.provenance.json.\n")
     return "\n".join(lines) + "\n" + note
