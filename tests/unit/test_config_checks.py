@@ -296,6 +296,7 @@ def test_deepspeed_config_missing(base, tmp_path):
 
 def test_rollout_prompts_longer_than_the_engine_window(base, tmp_path):
     cfg = with_(with_(base, "rollout.top_k", 40), "engine.max_model_len", 4096)
+    cfg = with_(with_(cfg, "chunking.chunk_size", 160), "sampling.max_tokens", 128)
     line = only(problems(cfg, tmp_path), "rollout.top_k")
     assert "40 chunks of chunking.chunk_size 160" in line and "need 6528 tokens" in line
     assert "engine.max_model_len 4096" in line
@@ -316,7 +317,7 @@ def test_generation_budget_must_leave_room_for_a_prompt(base, tmp_path):
 
 def test_pair_prompts_need_room_for_the_context(base, tmp_path):
     line = only(problems(with_(base, "pairs.reserve_tokens", 3000), tmp_path), "pairs.reserve_tokens")
-    assert "3000 reserved tokens plus answers of up to 128 tokens (sampling.max_tokens)" in line
+    assert f"3000 reserved tokens plus answers of up to {base['sampling']['max_tokens']} tokens (sampling.max_tokens)" in line
     assert "pairs.max_prompt_length 3072" in line
     sealong = with_(with_(base, "pairs.method", "sealong"), "pairs.reserve_tokens", 2000)
     assert problems(sealong, tmp_path) == []  # SeaLong answers: pairs.sealong.max_tokens (1024 by default)
@@ -353,9 +354,9 @@ def test_where_prefixes_every_key(base, tmp_path):
 
 
 def test_check_runs_names_the_run_that_causes_a_problem(base, tmp_path):
-    cfg = with_(base, "runs", {"longmab": {}, "wide": {"rollout": {"top_k": 60}}})
+    cfg = with_(base, "runs", {"longmab": {}, "wide": {"rollout": {"top_k": 200}}})
     lines = check_runs(cfg, basedir=tmp_path)
-    assert len(lines) == 1 and lines[0].startswith("config key 'runs.wide.rollout.top_k': 60 chunks"), lines
+    assert len(lines) == 1 and lines[0].startswith("config key 'runs.wide.rollout.top_k': 200 chunks"), lines
 
 
 def test_check_runs_reports_a_shared_problem_once_with_its_plain_key(base, tmp_path):

@@ -153,7 +153,10 @@ def test_chain_holds_every_upstream_value():
     dpo = chain["model"]["dpo"]
     assert dpo["tag"] == plan.runs["embedded"]["dpo"]
     probe = dpo["pairs"]["rollout"]["embed"]["probe"]
-    assert probe["chunking"]["chunk_size"] == 160 and probe["data"]["train"] == "data/train.jsonl"
+    assert probe["chunking"]["chunk_size"] == embedded()["chunking"]["chunk_size"]
+    assert probe["data"]["train"] == "data/train.jsonl"
+    # the warmed-up embedded policy: its warm-up settings name every folder downstream
+    assert probe["engine"]["policy"]["warmup"]["examples"] == embedded()["models"]["warmup"]["examples"]
 
 
 def test_manifest_lists_runs_and_folders():
