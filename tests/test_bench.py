@@ -88,3 +88,20 @@ def test_budget_bench_reads_a_finished_run(tiny_run, tmp_path):
     empty = subprocess.run([sys.executable, str(REPO / "bench" / "budget.py"), "--workdir", str(tmp_path)],
                            capture_output=True, text=True, timeout=120)
     assert empty.returncode == 1 and "no benchmark files" in empty.stderr
+
+
+def test_pairs_vs_rounds_reads_a_finished_rollout(tiny_run, tmp_path):
+    """bench/pairs_vs_rounds.py: pairs of every round prefix; the last row equals the pair stage's
+    count (a pair needs unequal strict rewards, whatever the seeded choice among ties)."""
+    out = tmp_path / "pvr.json"
+    manifest = json.loads((tiny_run / "results" / "runs" / "tiny.json").read_text())
+    rollout = manifest["runs"]["tiny"]["rollout"]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "pairs_vs_rounds.py"), "--rollout",
+                           str(tiny_run / rollout / "*.jsonl"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = json.loads(out.read_text())["table"]
+    assert [r["rounds"] for r in table] == list(range(1, len(table) + 1)) and table[0]["pairs"] == 0
+    assert all(a["pairs"] <= b["pairs"] for a, b in zip(table, table[1:]))  # more rounds never lose a pair
+    stats = json.loads((tiny_run / manifest["runs"]["tiny"]["pairs"] / "stats.json").read_text())
+    assert table[-1]["pairs"] == stats["pairs"]
