@@ -211,8 +211,9 @@ PROVENANCE_COLUMNS = ("eval_dir", "model_path", "model_revision", "model_fingerp
 
 def check_distinct_models(rows: Iterable[Mapping]) -> None:
     """Raise :class:`TableError` when two rows of different names evaluated the same model folder
-    content (equal ``provenance.model.fingerprint``): a trained row whose merge fell back to the base
-    weights, or the base model evaluated twice, would otherwise read as "no effect" in the table."""
+    content (equal ``provenance.model.fingerprint``, :func:`longmab.provenance.model_fingerprint`):
+    one folder evaluated under two names (a wiring fault), or two runs whose training left the weights
+    unchanged, would otherwise read as two models with "no effect" in the table."""
     seen: dict[str, str] = {}
     for r in rows:
         fp = ((r.get("provenance") or {}).get("model") or {}).get("fingerprint")
@@ -222,9 +223,9 @@ def check_distinct_models(rows: Iterable[Mapping]) -> None:
         other = seen.setdefault(fp, name)
         if other != name:
             raise TableError(
-                f"models {other!r} and {name!r} have the same weights (fingerprint {fp}): the trained model "
-                "was not merged from its adapter, or one model folder was evaluated twice. Compare the "
-                "model_path columns of their metrics.json provenance; re-run dpo_export for the run.")
+                f"models {other!r} and {name!r} have the same weights (fingerprint {fp}): one model folder "
+                "was evaluated under two names, or a training run left the weights unchanged. Compare the "
+                "model and adapter paths in the provenance of their metrics.json files.")
 
 
 def main_table(
