@@ -7,6 +7,7 @@ sampling seeds) and its responses are paired exactly as the `pairs` rule does (Â
 
     ucb-probe   UCB over probe-similarity initial values (the method)
     ucb-random  UCB over random initial values
+    ucb-query   UCB over question-similarity initial values (the paper's query ablation)
     random-k    top_k chunks drawn uniformly each round
     full        the whole context every round (SeaLong-style sampling)
 
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = {  # name -> (initial values, rollout strategy)
     "ucb-probe": ("probe_similarity", "ucb"),
     "ucb-random": ("random", "ucb"),
+    "ucb-query": ("query_similarity", "ucb"),
     "random-k": ("probe_similarity", "random"),
     "full": ("probe_similarity", "full"),
 }
@@ -103,13 +105,15 @@ def fmt(x, spec=".2f") -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = [("| strategy | samples | pair yield | gap | distinct | evidence hit (all / any) | round 1 hit (all) | "
-              "mean reward | gen/s | prompt tok/gen | outside engine |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| strategy | samples | pair yield | gap | distinct | evidence hit all [95 % CI] / any | "
+              "random chunks (all) | round 1 hit (all) | mean reward | gen/s | prompt tok/gen | outside engine |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        ci = r.get("evidence_all_ci") or [None, None]
         lines.append(
             f"| {r['strategy']} | {r['samples']} | {fmt(r['pair_yield'])} | {fmt(r['gap'])} | "
-            f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} / {fmt(r['evidence_any'])} | {fmt(r['evidence_round1'])} | "
+            f"{fmt(r['distinct'], '.1f')} | {fmt(r['evidence_all'])} [{fmt(ci[0])}, {fmt(ci[1])}] / "
+            f"{fmt(r['evidence_any'])} | {fmt(r.get('evidence_chance'))} | {fmt(r['evidence_round1'])} | "
             f"{fmt(r['mean_reward'], '.3f')} | {fmt(r['gen_per_s'])} | {fmt(r['prompt_tokens_per_gen'], '.0f')} | "
             f"{fmt(100 * r['overhead_share'], '.2f')} % |")
     return "\n".join(lines)
@@ -246,7 +250,8 @@ def main(argv=None) -> int:
                 "gap": mean(p["chosen_reward"] - p["rejected_reward"] for p in pairs) if pairs else None,
                 "distinct": pstats["mean_distinct_responses"] if out else None,
                 "evidence_all": ev["all"], "evidence_any": ev["any"], "evidence_round1": ev["round1_all"],
-                "evidence_rounds": ev["rounds"],
+                "evidence_rounds": ev["rounds"], "evidence_all_ci": ev["all_ci"], "evidence_chance": ev["chance_all"],
+                "evidence_per_round": [r["all"] for r in ev["per_round"]],
                 "mean_reward": mean(rewards) if rewards else None,
                 "generations": stats["generations"], "seconds": stats["seconds_total"],
                 "gen_per_s": stats["generations"] / stats["seconds_total"] if stats["seconds_total"] else None,

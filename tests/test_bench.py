@@ -22,12 +22,13 @@ def test_strategies_bench_small_run(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     rows = {r["strategy"]: r for r in result["results"]}
-    assert list(rows) == ["ucb-probe", "ucb-random", "random-k", "full"]
+    assert list(rows) == ["ucb-probe", "ucb-random", "ucb-query", "random-k", "full"]
     for r in rows.values():
         assert r["samples"] == 2 and r["generations"] == 4  # same budget: 2 samples x 2 rounds
         assert 0 <= r["evidence_all"] <= r["evidence_any"] <= 1 and 0 <= r["overhead_share"] < 1
         assert r["pairs"] <= 2 and r["gen_per_s"] > 0
     assert rows["full"]["evidence_all"] == 1.0  # the whole context holds every evidence passage
+    assert rows["full"]["evidence_chance"] == 1.0 and 0 < rows["random-k"]["evidence_chance"] <= 1
     assert rows["full"]["prompt_tokens_per_gen"] > rows["ucb-probe"]["prompt_tokens_per_gen"]
     table = proc.stdout[proc.stdout.index("| strategy |"):]
     assert all(f"| {name} | 2 |" in table for name in rows)
