@@ -33,9 +33,8 @@ def main(smk):
     finally:
         engine.close()
     described = describe_model(model, p.revision)
-    adapter = getattr(p, "adapter", None)
-    if adapter:  # a trained row: the LoRA adapter its merged model was exported from
-        described["adapter"] = describe_model(adapter)
+    if p.adapter:  # a trained row: the LoRA adapter its merged model was exported from
+        described["adapter"] = describe_model(p.adapter)
     prov = provenance_record(model=described, workflow_dir=smk.scriptdir, **p.provenance)
     for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
         write_jsonl(preds_path, preds[name])

@@ -5,9 +5,8 @@ from longmab.warmup import WarmupSettings, train_warmup
 
 def main(smk):
     setup_logging(smk.log[0])
-    settings = WarmupSettings.from_dict(smk.params.warmup)
-    if not settings.threads:
-        settings = WarmupSettings.from_dict({**smk.params.warmup, "threads": smk.threads})
+    # the job's threads: not a setting (they never rename the folder)
+    settings = WarmupSettings.from_dict({**smk.params.warmup, "threads": smk.threads})
     train_warmup(smk.input[0], smk.output[0], settings)
 
 

@@ -145,7 +145,7 @@ def build_examples(settings: WarmupSettings, templates: Mapping[str, str] | None
     """
     templates = templates or load_templates()
     s = settings
-    n_probe = int(round(s.examples * s.probe_share))
+    n_probe = round(s.examples * s.probe_share)
     common = {"seed": s.seed, "n_test_per_set": 1, "passages_per_context": s.passages,
               "words_per_passage": s.words, "related_fraction": 0.0, "keep_meta": True}
     answer_rows = synth.generate_dataset(n_train=s.examples - n_probe, two_hop_fraction=s.two_hop_fraction,
