@@ -19,6 +19,7 @@ rule dpo_config:
         dpo=P("dpo", "dpo"),
         model=config["models"]["policy"],  # a local folder; else the input names it
         template=P("dpo", "template"),
+        default_system=P("dpo", "default_system"),
         dataset=lambda wc: f"longmab_{det('dpo', wc)['pairs']}",
         dataset_dir=lambda wc: f"results/pairs/{det('dpo', wc)['pairs']}",
         output_dir=lambda wc: f"results/dpo/{wc.tag}/adapter",
@@ -73,6 +74,7 @@ rule dpo_export_config:
         kind="export",
         model=config["models"]["policy"],  # a local folder; else the input names it
         template=P("dpo", "template"),
+        default_system=P("dpo", "default_system"),
         finetuning_type=P("dpo", "dpo", "finetuning_type"),
         adapter_dir=lambda wc: f"results/dpo/{wc.tag}/adapter",
         export_dir=lambda wc: f"results/dpo/{wc.tag}/merged",

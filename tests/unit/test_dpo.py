@@ -22,6 +22,8 @@ from longmab.dpo import (
 )
 from longmab.stages.pairs import dataset_info
 
+REPO = Path(__file__).resolve().parents[2]
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
@@ -226,3 +228,28 @@ def test_llamafactory_loads_the_pairs(tmp_path):
         # only the response is trained on: the prompt tokens are masked
         labels = [t for t in example["chosen_labels"] if t != -100]
         assert tokenizer.decode(labels) == pair["chosen"] + "<|im_end|>\n"
+
+
+def test_template_parity_of_the_embedded_policy(policy_model):
+    """DPO must train on the prompts the engines send: with the embedded config's template and
+    system prompt, LLaMA-Factory renders a user turn byte for byte like SmolLM2's own chat template;
+    plain chatml (no system prompt) and smollm2's own default (a trailing period) do not."""
+    from longmab.dpo import template_parity
+
+    models = yaml.safe_load((REPO / "config.yaml").read_text())["models"]
+    same = template_parity(policy_model, models["template"], models["default_system"])
+    assert same["match"], same
+    assert same["tokenizer"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    for template, system in (("chatml", None), ("smollm2", None)):
+        other = template_parity(policy_model, template, system)
+        assert not other["match"] and other["llamafactory"] != other["tokenizer"]
+
+
+def test_default_system_is_written_only_when_set():
+    base = {"model": "m", "dataset": "d", "dataset_dir": "dd", "template": "smollm2",
+            "output_dir": "o", "seed": 1}
+    assert "default_system" not in train_args({}, **base)
+    assert train_args({}, **base, default_system="S")["default_system"] == "S"
+    e = export_args(model="m", adapter_dir="a", template="smollm2", finetuning_type="lora",
+                    export_dir="out", default_system="S")
+    assert e["default_system"] == "S"

@@ -43,6 +43,7 @@ def train_args(
     template: str,
     output_dir: str,
     seed: int,
+    default_system: str | None = None,
 ) -> dict[str, Any]:
     """The LLaMA-Factory training arguments of the DPO stage (one yaml document).
 
@@ -65,6 +66,11 @@ def train_args(
         Where the adapter goes (the train step overrides it with a temporary folder).
     seed : int
         Trainer seed (shuffling, LoRA init, validation split).
+    default_system : str, optional
+        LLaMA-Factory's ``default_system``: the system prompt the template puts before every
+        training prompt (``None``: the template's own). Set it to what the tokenizer's chat
+        template adds at inference, so that DPO trains on the prompts the evaluation sends
+        (:func:`template_parity`).
 
     Notes
     -----
@@ -83,6 +89,7 @@ def train_args(
         "dataset": dataset,
         "dataset_dir": str(dataset_dir),
         "template": template,
+        **({"default_system": default_system} if default_system is not None else {}),
         "overwrite_cache": True,
     }
     for key, value in dpo.items():
@@ -118,6 +125,7 @@ def export_args(
     finetuning_type: str,
     export_dir: str,
     export_size: int = 5,
+    default_system: str | None = None,
 ) -> dict[str, Any]:
     """LLaMA-Factory export arguments: merge the LoRA adapter into the base model on CPU.
 
@@ -125,6 +133,8 @@ def export_args(
     then just re-saves it (same layout for the evaluation).
     """
     args: dict[str, Any] = {"template": template, "trust_remote_code": False}
+    if default_system is not None:
+        args["default_system"] = default_system
     if finetuning_type == "lora":
         args.update({"model_name_or_path": str(model), "adapter_name_or_path": str(adapter_dir),
                      "finetuning_type": "lora"})
@@ -133,6 +143,44 @@ def export_args(
     args.update({"export_dir": str(export_dir), "export_size": int(export_size), "export_device": "cpu",
                  "export_legacy_format": False})
     return args
+
+
+def template_parity(model: str, template: str, default_system: str | None = None,
+                    message: str = "Question?") -> dict[str, Any]:
+    """Does LLaMA-Factory's ``template`` render a prompt exactly as the model's own chat template?
+
+    DPO trains on LLaMA-Factory's rendering; the probe, rollout and evaluation engines send the
+    tokenizer's ``apply_chat_template`` rendering. Any difference (a missing default system prompt,
+    other separators) means the model is trained on prompts it never sees at evaluation. Returns
+    ``{"match": bool, "llamafactory": str, "tokenizer": str}`` (the two renderings of one user
+    turn up to the assistant's first token). Needs LLaMA-Factory and the model's tokenizer files.
+    """
+    import copy
+
+    from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    ours = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                   add_generation_prompt=True)
+    lf_tok = AutoTokenizer.from_pretrained(str(model))
+    # LLaMA-Factory's templates are module-level singletons that default_system edits in place
+    saved = TEMPLATES.get(template)
+    if saved is not None:
+        TEMPLATES[template] = copy.deepcopy(saved)
+    try:
+        tpl = get_template_and_fix_tokenizer(lf_tok, DataArguments(template=template, default_system=default_system))
+    finally:
+        if saved is not None:
+            TEMPLATES[template] = saved
+    prompt_ids, _ = tpl.encode_oneturn(lf_tok, [{"role": "user", "content": message},
+                                                {"role": "assistant", "content": "x"}])
+    theirs = lf_tok.decode(prompt_ids, skip_special_tokens=False)
+    # a BOS token the tokenizer adds on encoding is not part of the chat template's text
+    if tok.bos_token and theirs.startswith(tok.bos_token) and not ours.startswith(tok.bos_token):
+        theirs = theirs[len(tok.bos_token):]
+    return {"match": ours == theirs, "llamafactory": theirs, "tokenizer": ours}
 
 
 def dump_yaml(args: Mapping[str, Any], header: str = "") -> str:

@@ -297,10 +297,39 @@ def build_plan(config: Mapping, dpo_code: str = "", configs: Mapping[str, dict] 
     return plan
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 of a file's bytes (cached per path, size and mtime; None for a missing file)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str]:
     templates = _templates(c)
     seed = int(c["seed"])
     tags: dict[str, str] = {}
+    p = c["pairs"]
+    if p.get("from_file"):
+        # a ready-made preference file: named by its content, converted and trained like our pairs
+        tags["pairs"] = plan.add("pairs", name, {
+            "method": "file", "file": str(p["from_file"]), "sha256": file_digest(p["from_file"]),
+            "policy": policy_id(c), "revision": c["models"].get("revision"),
+            "max_prompt_length": p["max_prompt_length"], "reserve_tokens": p["reserve_tokens"],
+            "truncate": bool(p.get("from_file_truncate"))})
+        return _plan_training(plan, name, c, dpo_code, tags)
     d = c["data"]
     tags["data"] = plan.add("data", Path(d["train"]).stem or "data",
                             {"train": d["train"], "max_samples": d["max_samples"], "shards": d["shards"]})
@@ -345,10 +374,19 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
                                                  "instruction": instruction, **common_pairs})
     else:  # pragma: no cover - the schema's enum
         raise ConfigError(f"config key 'pairs.method': unknown method {method!r} (expected {PAIR_METHODS})")
+    return _plan_training(plan, name, c, dpo_code, tags)
+
+
+def _plan_training(plan: Plan, name: str, c: Mapping, dpo_code: str, tags: dict[str, str]) -> dict[str, str]:
+    """The DPO and eval folders of a run whose pairs folder is ``tags["pairs"]``."""
+    seed = int(c["seed"])
     tags["dpo"] = plan.add("dpo", name, {
         "pairs": tags["pairs"], "dpo": copy.deepcopy(c["dpo"]), "policy": policy_id(c),
         "revision": c["models"].get("revision"), "template": c["models"]["template"], "seed": seed,
-        "code": dpo_code})
+        "code": dpo_code,
+        # only when set: the DPO folders of configs without it keep their names
+        **({"default_system": c["models"]["default_system"]}
+           if c["models"].get("default_system") is not None else {})})
     tags["eval"] = _eval_tag(plan, c, {"kind": "trained", "dpo": tags["dpo"]}, name)
     return tags
 
