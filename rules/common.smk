@@ -218,6 +218,10 @@ def pairs_inputs(wc):
     MBR-scored samples (+ sampling stats) for SeaLong; the data manifest and the policy tokenizer.
     """
     d = det("pairs", wc)
+    if (
+        d["method"] == "file"
+    ):  # pairs.from_file: the file and the tokenizer that measures it
+        return {"file": d["file"], "model": policy_input()}
     tags = PLAN.runs[PLAN.runs_of("pairs", wc.tag)[0]]
     inputs = {
         "manifest": f"{data_dir(tags['data'])}/manifest.json",

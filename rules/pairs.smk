@@ -1,6 +1,7 @@
 rule pairs:
     """Method §6: best vs worst response per sample -> DPO pairs (LLaMA-Factory dataset); or, for
-    pairs.method sealong, highest vs a lower-half MBR score (method.md §10)."""
+    pairs.method sealong, highest vs a lower-half MBR score (method.md §10); or, with
+    pairs.from_file, a ready-made preference file validated and converted."""
     input:
         unpack(pairs_inputs),
     output:
@@ -23,6 +24,7 @@ rule pairs:
         ],
         prompts=config["prompts"],
         seed=P("pairs", "seed"),
+        truncate=P("pairs", "truncate", default=False),
         runs=lambda wc: PLAN.runs_of("pairs", wc.tag),
         code=CODE["pairs"],
     script:

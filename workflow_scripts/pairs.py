@@ -1,7 +1,8 @@
 """Rule `pairs`: DPO pairs + LLaMA-Factory dataset_info.json + stats.json (thin adapter).
 
 LongMab-PO pairs come from the rollout shards (strict reward, method §6), SeaLong pairs from the
-MBR-scored samples (method.md §10); both are written in the same format.
+MBR-scored samples (method.md §10), imported pairs from pairs.from_file; all are written in the
+same format.
 """
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from longmab.io import read_json, read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
 from longmab.stages.pairs import build_pairs, dataset_info
+from longmab.stages.pairs_file import import_pairs
 from longmab.stages.sealong import build_sealong_pairs
 
 
@@ -28,6 +30,15 @@ def main(smk):
     def decode(ids):
         return tok.decode(ids)
 
+    if p.method == "file":  # pairs.from_file
+        pairs, stats = import_pairs(smk.input.file, encode, decode, p.max_prompt_length, p.reserve_tokens,
+                                    truncate=bool(p.truncate))
+        stats = {"method": "file", "runs": list(p.runs), "samples_in": stats["records"], **stats}
+        write_jsonl(smk.output.pairs, pairs)
+        write_json(smk.output.dataset_info, dataset_info(f"longmab_{smk.wildcards.tag}", Path(smk.output.pairs).name,
+                                                         system=any("system" in x for x in pairs)))
+        write_json(smk.output.stats, stats)
+        return
     manifest = read_json(smk.input.manifest)
     stats = {"method": p.method, "runs": list(p.runs), "samples_in": manifest["samples_used"]}
     if p.method == "sealong":

@@ -451,7 +451,16 @@ def config_problems(config: dict, basedir: str | Path | None = None, deep: bool 
     if str(c.get("run")) in RESERVED_RUN_NAMES and not c.get("runs"):
         problems.append(Problem("run", f"{c['run']!r} is reserved for the untrained policy's evaluation; "
                                        "choose another run name"))
-    problems += _check_data(c, base, deep)
+    from_file = c["pairs"].get("from_file")
+    if from_file:  # trained from a ready-made preference file: no data, probe or rollout
+        problems += _check_file("pairs.from_file", from_file, base,
+                                "a preference file (JSON lines or a JSON list of prompt / chosen / rejected)")[1]
+        if c["pairs"].get("method", "longmab") != "longmab":
+            problems.append(Problem(("pairs.from_file", "pairs.method"),
+                                    f"pairs.method {c['pairs']['method']!r} makes pairs, pairs.from_file "
+                                    "brings them: set only one"))
+    else:
+        problems += _check_data(c, base, deep)
     problems += _check_model("models.policy", c["models"]["policy"], base, ("config.json",))
     problems += _check_model("models.embedder", c["models"]["embedder"], base, ("config.json", "modules.json"))
     problems += _check_prompts(c, base)

@@ -66,13 +66,17 @@ def build_pairs(
     return pairs, stats
 
 
-def dataset_info(dataset_name: str, file_name: str = "pairs.jsonl") -> dict:
-    """The LLaMA-Factory ``dataset_info.json`` entry for a ranking (preference) dataset."""
+def dataset_info(dataset_name: str, file_name: str = "pairs.jsonl", system: bool = False) -> dict:
+    """The LLaMA-Factory ``dataset_info.json`` entry for a ranking (preference) dataset (with a
+    per-pair ``system`` column when ``system``: an imported file may carry one)."""
+    columns = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
+    if system:
+        columns["system"] = "system"
     return {
         dataset_name: {
             "file_name": file_name,
             "formatting": "alpaca",
             "ranking": True,
-            "columns": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+            "columns": columns,
         }
     }
