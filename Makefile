@@ -44,6 +44,24 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
 
+# The paper's comparison in miniature (configs/demo.yaml: base, LongMab-PO, SeaLong, random-k on 128
+# training samples and 300 eval items; measured in bench/README.md, "make demo"), then its report;
+# demo-full adds the full-context rollout and the question-similarity init (configs/demo-full.yaml).
+# The tables are printed at the end (results/tables/<study>/main.md, data_quality.md).
+DEMO_CONFIGS := configs/demo.yaml
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIGS) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIGS) --report results/report-demo.html $(SNAKEMAKE_ARGS)
+	@cat results/tables/demo/main.md results/tables/demo/data_quality.md
+
+demo-full: DEMO_CONFIGS := configs/demo.yaml configs/demo-full.yaml
+demo-full: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIGS) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIGS) --report results/report-demo-full.html $(SNAKEMAKE_ARGS)
+	@cat results/tables/demo-full/main.md results/tables/demo-full/data_quality.md
+
+.PHONY: demo demo-full
+
 # Resume after a crash, kill -9, a power loss or a stop (README, Reliability): the same CORES and
 # SNAKEMAKE_ARGS as `make run`. Refuses while a Snakemake process or one of its jobs still works in
 # this directory, or while a run started on another host (shared file system) has not ended

@@ -158,6 +158,42 @@ def test_ablations_config_plans_the_papers_matrix(workdir):
     assert "results/tables/ablations/data_quality.md" in proc.stdout
 
 
+def test_demo_configs_plan_the_miniature(workdir):
+    """make demo: base + 3 runs sharing one probe per shard; demo-full adds 2 runs on the same
+    upstream outputs (one more embed per shard, for the question-similarity init)."""
+    proc = run_snakemake(workdir, "-n", "--configfile", "configs/demo.yaml")
+    counts = dry_run_counts(proc)
+    shards = load_config(REPO / "configs" / "demo.yaml")["data"]["shards"]
+    assert counts["eval"] == 4 and counts["dpo_train"] == 3 and counts["probe"] == shards, counts
+    assert counts["rollout"] == 2 * shards and counts["sealong"] == shards, counts
+    assert "results/tables/demo/main.md" in proc.stdout and "data/demo/train.jsonl" in proc.stdout
+    counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", "configs/demo.yaml",
+                                          "configs/demo-full.yaml"))
+    assert counts["eval"] == 6 and counts["dpo_train"] == 5 and counts["probe"] == shards, counts
+    assert counts["embed"] == 2 * shards and counts["rollout"] == 4 * shards, counts
+
+
+def test_a_preference_file_run_plans_no_probe_or_rollout(workdir):
+    """pairs.from_file: the run trains on the file (pairs -> DPO -> merge -> eval) beside a run that
+    makes its own pairs, and a file-only config plans no data, probe, rollout or SeaLong job."""
+    pairs = workdir / "ready.jsonl"
+    pairs.write_text('{"prompt": "Q?", "chosen": "Answer: a", "rejected": "b"}\n')
+    (workdir / "ff.yaml").write_text(yaml.safe_dump({"study": "ff", "runs": {
+        "released": {"pairs": {"from_file": "ready.jsonl"}}}}))
+    proc = run_snakemake(workdir, "-n", "--configfile", "ff.yaml")
+    counts = dry_run_counts(proc)
+    assert counts["pairs"] == 1 and counts["dpo_train"] == 1 and counts["eval"] == 2, counts
+    for rule in ("data", "probe", "embed", "rollout", "sealong", "mbr"):
+        assert rule not in counts, counts
+    (workdir / "ff2.yaml").write_text(yaml.safe_dump({"study": "ff2", "runs": {
+        "released": {"pairs": {"from_file": "ready.jsonl"}}, "ours": {}}}))
+    counts = dry_run_counts(run_snakemake(workdir, "-n", "--configfile", "ff2.yaml"))
+    assert counts["pairs"] == 2 and counts["dpo_train"] == 2 and counts["probe"] >= 1, counts
+    (workdir / "ff3.yaml").write_text(yaml.safe_dump({"runs": {"x": {"pairs": {"from_file": "nope.jsonl"}}}}))
+    proc = run_snakemake(workdir, "-n", "--configfile", "ff3.yaml", check=False)
+    assert proc.returncode != 0 and "pairs.from_file" in proc.stderr + proc.stdout and "nope.jsonl" in proc.stderr + proc.stdout
+
+
 def _resources(output: str, rule: str) -> str:
     m = re.search(rf"^rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", output, re.MULTILINE)
     assert m, f"no resources line for rule {rule}"
