@@ -18,6 +18,7 @@ from longmab.provenance import code_hash, settings_hash  # noqa: E402
 from longmab.runs import (
     TAG_PATTERN,
     build_plan,
+    trains,
     validate_runs,
     warmup_settings,
 )  # noqa: E402
@@ -67,13 +68,16 @@ CODE = {
 }
 # The training code (longmab/dpo.py: the LLaMA-Factory arguments and runs) also names the trained
 # model's folder: new training code trains a new adapter beside the old one instead of replacing it.
-PLAN = build_plan(
-    config,
-    dpo_code=code_hash(
-        Path(WORKFLOW_SCRIPTS) / "longmab" / "dpo.py", follow_imports=False
-    ),
-    configs=RUN_CONFIGS,
-)
+try:
+    PLAN = build_plan(
+        config,
+        dpo_code=code_hash(
+            Path(WORKFLOW_SCRIPTS) / "longmab" / "dpo.py", follow_imports=False
+        ),
+        configs=RUN_CONFIGS,
+    )
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration:\n  {exc}") from None
 STUDY = PLAN.study
 RUNS = list(PLAN.runs)
 SHARDS = [f"{i:03d}" for i in range(config["data"]["shards"])]
@@ -87,12 +91,21 @@ EMBEDDED_POLICY = (
     else f"results/models/policy-warmup-{settings_hash(WARMUP)}"
 )
 BENCHMARKS = list(config["eval"]["benchmarks"])
-EVAL_TAGS = ([PLAN.base] if "base" in config["eval"]["models"] else []) + (
-    [PLAN.runs[r]["eval"] for r in RUNS]
-    if "trained" in config["eval"]["models"]
-    else []
+# An evaluation-only config (no "trained" in eval.models) trains nothing: its runs are not built.
+TRAINS = trains(config)
+TRAINED_RUNS = RUNS if TRAINS else []
+EVAL_TAGS = (
+    ([PLAN.base] if "base" in config["eval"]["models"] else [])
+    + [PLAN.runs[r]["eval"] for r in TRAINED_RUNS]
+    + list(PLAN.external.values())
 )
-ROLLOUT_RUNS = [r for r in RUNS if "rollout" in PLAN.runs[r]]
+# The rows of the main table, in the order of EVAL_TAGS.
+EVAL_ROWS = (
+    (["base"] if "base" in config["eval"]["models"] else [])
+    + TRAINED_RUNS
+    + list(PLAN.external)
+)
+ROLLOUT_RUNS = [r for r in TRAINED_RUNS if "rollout" in PLAN.runs[r]]
 
 
 wildcard_constraints:
@@ -128,14 +141,14 @@ def engine_param(stage):
 
     def lookup(wc):
         e = det(stage, wc)["engine"]
+        # the policy's name (the warm-up settings, when any, name the embedded folder); an external
+        # evaluation row's own model
+        policy = e.get("policy", det(stage, wc).get("model", {}).get("model"))
         return {
             "backend": e["backend"],
             "dtype": e["dtype"],
             "max_model_len": e["max_model_len"],
-            # the policy's name (the warm-up settings, when any, name the embedded folder)
-            "model": (
-                e["policy"] if isinstance(e["policy"], str) else e["policy"]["name"]
-            ),
+            "model": policy if isinstance(policy, str) else policy["name"],
             # the text-changing engine.vllm arguments (the speed knobs come from the config itself)
             **({"vllm": e["vllm"]} if "vllm" in e else {}),
         }
@@ -201,16 +214,50 @@ def deepspeed_input(wc):
     return [ds] if ds else []
 
 
+def external_merged(tag):
+    """An external row's model with its LoRA adapter merged in (rule merge_adapter)."""
+    return f"results/models/external/{tag}"
+
+
+def external_model_input(name):
+    """An external model as a job input: its download record (hub id) or nothing (local folder)."""
+    rec = DOWNLOADS.eval_records.get(name)
+    return [rec] if rec else []
+
+
 def eval_model_input(wc):
     """The evaluated model folder: the built embedded policy (or nothing for a user path / hub id)
-    for the base model, the merged DPO model for a run."""
+    for the base model, the merged DPO model for a run; for an external row its download record,
+    or the merged folder when it has an adapter (nothing for a plain local folder)."""
     model = det("eval", wc)["model"]
+    if model["kind"] == "external":
+        if model["adapter"]:
+            return [external_merged(wc.tag)]
+        return external_model_input(model["name"])
     return policy_input() if model["kind"] == "base" else [merged_model(model["dpo"])]
 
 
 def eval_model_path(wc):
     model = det("eval", wc)["model"]
+    if model["kind"] == "external":
+        return external_merged(wc.tag) if model["adapter"] else model["model"]
     return policy_path() if model["kind"] == "base" else merged_model(model["dpo"])
+
+
+def eval_revision(wc):
+    """The hub revision of the evaluated model (recorded in provenance)."""
+    model = det("eval", wc)["model"]
+    if model["kind"] == "external":
+        return model["revision"]
+    return config["models"].get("revision") if model["kind"] == "base" else None
+
+
+def eval_adapter(wc):
+    """The LoRA adapter a row's model was merged from: a run's DPO adapter, an external row's own."""
+    model = det("eval", wc)["model"]
+    if model["kind"] == "external":
+        return model["adapter"]
+    return None if model["kind"] == "base" else f"results/dpo/{model['dpo']}/adapter"
 
 
 def pairs_inputs(wc):
@@ -246,8 +293,11 @@ def pairs_inputs(wc):
 
 
 def eval_name(wc):
-    """The model's name in metrics rows and tables: "base" or the run's name."""
-    if det("eval", wc)["model"]["kind"] == "base":
+    """The model's name in metrics rows and tables: "base", the run's or the external row's name."""
+    model = det("eval", wc)["model"]
+    if model["kind"] == "external":
+        return model["name"]
+    if model["kind"] == "base":
         return "base"
     return ", ".join(PLAN.runs_of("eval", wc.tag))
 
@@ -268,10 +318,10 @@ def plots_dir():
     return f"results/plots/{STUDY}"
 
 
-PLOTS = [
-    f"{plots_dir()}/benchmarks_subem.png",
-    f"{plots_dir()}/dpo_loss.png",
-] + (
+PLOTS = (
+    [f"{plots_dir()}/benchmarks_subem.png"]
+    + ([f"{plots_dir()}/dpo_loss.png"] if TRAINED_RUNS else [])
+) + (
     [f"{plots_dir()}/rollout_reward.png", f"{plots_dir()}/arm_values.png"]
     if ROLLOUT_RUNS
     else []
@@ -287,8 +337,8 @@ def final_outputs():
     """The default target: every run's merged model, the study's tables and plots, the manifest."""
     return [
         f"results/runs/{STUDY}.json",
-        *(f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in RUNS),
-        *(merged_model(PLAN.runs[r]["dpo"]) for r in RUNS),
+        *(f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in TRAINED_RUNS),
+        *(merged_model(PLAN.runs[r]["dpo"]) for r in TRAINED_RUNS),
         *TABLES,
         *PLOTS,
     ]

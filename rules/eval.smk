@@ -1,6 +1,6 @@
 rule eval:
     """Method §8: one job per model (the base policy once per policy and benchmark settings, each
-    run's merged DPO model) answers every benchmark from its full context (middle-truncated to
+    run's merged DPO model, each external row of eval.models) answers every benchmark from its full context (middle-truncated to
     max_input_len), greedy, with one engine load; EM / F1 / SubEM per item and per set (percent),
     with the provenance of the numbers in every metrics file."""
     input:
@@ -20,16 +20,11 @@ rule eval:
     params:
         model=eval_model_path,
         model_name=eval_name,
-        revision=lambda wc: (
-            config["models"].get("revision")
-            if det("eval", wc)["model"]["kind"] == "base"
-            else None
-        ),
-        adapter=lambda wc: (
-            None
-            if det("eval", wc)["model"]["kind"] == "base"
-            else f"results/dpo/{det('eval', wc)['model']['dpo']}/adapter"
-        ),
+        revision=eval_revision,
+        adapter=eval_adapter,
+        chat_template=lambda wc: (
+            det("eval", wc)["model"].get("chat_template") or {}
+        ).get("path"),
         engine=engine_param("eval"),
         benchmarks=P("eval", "benchmarks"),
         max_samples=P("eval", "max_samples"),
@@ -49,3 +44,21 @@ rule eval:
         code=CODE["evaluate"],
     script:
         "../workflow_scripts/evaluate.py"
+
+
+rule merge_adapter:
+    """An external evaluation row's LoRA adapter (eval.models[].adapter) merged into its model
+    with PEFT, written atomically; the eval job then loads it like any model folder."""
+    input:
+        model=lambda wc: external_model_input(det("eval", wc)["model"]["name"]),
+    output:
+        directory("results/models/external/{tag}"),
+    log:
+        "results/logs/merge_adapter/{tag}.log",
+    conda:
+        "../envs/llamafactory.yaml"
+    params:
+        model=lambda wc: det("eval", wc)["model"]["model"],
+        adapter=lambda wc: det("eval", wc)["model"]["adapter"],
+    script:
+        "../workflow_scripts/merge_adapter.py"

@@ -27,7 +27,9 @@ rule tables:
     provenance of each row) and data quality (a row per run)."""
     input:
         metrics=eval_metrics(),
-        stats=[f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in RUNS],
+        stats=[
+            f"results/pairs/{PLAN.runs[r]['pairs']}/stats.json" for r in TRAINED_RUNS
+        ],
     output:
         main=report(
             f"{tables_dir()}/main.csv",
@@ -49,9 +51,8 @@ rule tables:
     conda:
         "../envs/base.yaml"
     params:
-        models=(["base"] if "base" in config["eval"]["models"] else [])
-        + (RUNS if "trained" in config["eval"]["models"] else []),
-        runs=RUNS,
+        models=EVAL_ROWS,
+        runs=TRAINED_RUNS,
         benchmarks=BENCHMARKS,
         resamples=config["tables"]["bootstrap_resamples"],
         confidence=config["tables"]["confidence"],
@@ -109,7 +110,7 @@ rule plot_dpo_loss:
     """DPO training loss, reward accuracy and margin per step of every run, from LLaMA-Factory's
     trainer logs (the adapter's trainer_state.json where it has the DPO metrics)."""
     input:
-        [f"results/dpo/{PLAN.runs[r]['dpo']}/trainer_log.jsonl" for r in RUNS],
+        [f"results/dpo/{PLAN.runs[r]['dpo']}/trainer_log.jsonl" for r in TRAINED_RUNS],
     output:
         report(
             f"{plots_dir()}/dpo_loss.png",
@@ -122,7 +123,10 @@ rule plot_dpo_loss:
     conda:
         "../envs/base.yaml"
     params:
-        runs={r: f"results/dpo/{PLAN.runs[r]['dpo']}/trainer_log.jsonl" for r in RUNS},
+        runs={
+            r: f"results/dpo/{PLAN.runs[r]['dpo']}/trainer_log.jsonl"
+            for r in TRAINED_RUNS
+        },
         code=CODE["plots"],
     script:
         "../workflow_scripts/plots.py"
@@ -144,8 +148,7 @@ rule plot_benchmarks:
     conda:
         "../envs/base.yaml"
     params:
-        models=(["base"] if "base" in config["eval"]["models"] else [])
-        + (RUNS if "trained" in config["eval"]["models"] else []),
+        models=EVAL_ROWS,
         benchmarks=BENCHMARKS,
         resamples=config["tables"]["bootstrap_resamples"],
         confidence=config["tables"]["confidence"],

@@ -278,3 +278,16 @@ def test_jobs_import_the_workflows_own_library(tmp_path):
 
     library = json.loads((wd / target).read_text())["library"]
     assert Path(library).resolve().is_relative_to(wd.resolve()), library
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_released_checkpoint_config_evaluates_only(workdir, name):
+    """configs/eval-released-*.yaml: the base model and the released checkpoint (downloaded once),
+    no probe, rollout, SeaLong or training job."""
+    proc = run_snakemake(workdir, "-n", "--configfile", f"configs/{name}.yaml",
+                         f"configs/eval-released-{name.split('-')[1]}.yaml", "--replace-workflow-config")
+    counts = dry_run_counts(proc)
+    assert counts.get("eval") == 2 and counts.get("tables") == 1, counts
+    for rule in ("data", "probe", "embed", "rollout", "sealong", "mbr", "pairs", "dpo_train", "dpo_export"):
+        assert rule not in counts, (rule, counts)
+    assert "rocketduan--" in proc.stdout and "LongMab-PO-released" in proc.stdout

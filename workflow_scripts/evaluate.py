@@ -1,6 +1,9 @@
 """Rule `eval`: one model, every benchmark, one engine load (thin adapter)."""
+import hashlib
+from pathlib import Path
+
 from longmab.benchmarks import load_benchmark
-from longmab.engine import SamplingConfig, engine_settings, make_engine
+from longmab.engine import SamplingConfig, engine_settings, make_engine, set_chat_template
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -27,14 +30,19 @@ def main(smk):
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
                          vllm=engine_settings(smk.config, "eval")["vllm"])
+    template = Path(p.chat_template).read_text(encoding="utf-8") if p.chat_template else None
+    set_chat_template(engine, template)
     try:
         preds, metrics = evaluate(benchmarks, engine, load_templates(p.prompts), sampling, p.max_input_len, p.seed,
                                   max_model_len=p.engine["max_model_len"], model_name=p.model_name)
     finally:
         engine.close()
     described = describe_model(model, p.revision)
-    if p.adapter:  # a trained row: the LoRA adapter its merged model was exported from
+    if p.adapter:  # a trained or external row: the LoRA adapter its merged model was made from
         described["adapter"] = describe_model(p.adapter)
+    if template is not None:
+        described["chat_template"] = {"path": p.chat_template,
+                                      "sha256": hashlib.sha256(template.encode("utf-8")).hexdigest()}
     prov = provenance_record(model=described, workflow_dir=smk.scriptdir, **p.provenance)
     for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
         write_jsonl(preds_path, preds[name])

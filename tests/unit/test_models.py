@@ -86,3 +86,30 @@ def test_top_p_and_per_row_generators():
         assert a == b  # same seed, same draw, whatever the row
         draws.add(a)
     assert draws == {0, 1}
+
+
+def test_merge_lora_equals_the_adapter_on_its_base(tmp_path):
+    """An external row's adapter merged with PEFT answers like the base model with the adapter on."""
+    import torch
+    from longmab.gpucheck import build_tiny_llama, byte_level_chatml_tokenizer
+    from longmab.models import merge_lora
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    build_tiny_llama(base_dir)
+    byte_level_chatml_tokenizer().save_pretrained(base_dir)
+    torch.manual_seed(0)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(adapter_dir)
+    out = merge_lora(base_dir, adapter_dir, tmp_path / "merged")
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir)(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base_dir)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out)(ids).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, plain, atol=1e-3)
+    assert (out / "tokenizer_config.json").is_file() and not list(tmp_path.glob(".merged.*"))
+    with pytest.raises(FileNotFoundError, match="not a PEFT adapter"):
+        merge_lora(base_dir, base_dir, tmp_path / "x")

@@ -142,6 +142,11 @@ def test_twin_models_are_refused():
     assert run["adapter_path"] == "results/dpo/run-1/adapter" and run["adapter_fingerprint"] == "ad"
     # the same model on two benchmarks is one model, not twins
     main_table([mrow("base", "x", [0]), mrow("base", "y", [1])], models=["base"], benchmarks=["x", "y"])
+    # the same weights asked through another chat template (an external row) are another model
+    rows = [mrow("base", "x", [0, 1]), mrow("templated", "x", [1, 1])]
+    rows[1]["provenance"]["model"]["fingerprint"] = rows[0]["provenance"]["model"]["fingerprint"]
+    rows[1]["provenance"]["model"]["chat_template"] = {"path": "t.jinja", "sha256": "ab"}
+    assert len(main_table(rows, models=["base", "templated"], benchmarks=["x"], resamples=10)) == 2
 
 
 def test_main_table_needs_item_scores():

@@ -253,6 +253,29 @@ def _check_data(c: dict, basedir: Path, deep: bool) -> list[Problem]:
     return []
 
 
+def _check_external_models(c: dict, basedir: Path) -> list[Problem]:
+    """The external rows of ``eval.models``: model folder or hub id, adapter folder, template file."""
+    problems: list[Problem] = []
+    for entry in c["eval"]["models"]:
+        if not isinstance(entry, dict):
+            continue
+        key = f"eval.models.{entry['name']}"
+        if entry["model"] == "embedded":
+            problems.append(Problem(f"{key}.model", "'embedded' is the base row; name a model folder or hub id"))
+        else:
+            problems += _check_model(f"{key}.model", entry["model"], basedir, ("config.json",))
+        if entry.get("adapter"):
+            path = _resolve(entry["adapter"], basedir)
+            if not (path / "adapter_config.json").is_file():
+                problems.append(Problem(f"{key}.adapter", f"{entry['adapter']!r} is not a PEFT LoRA adapter folder "
+                                                          "(no adapter_config.json); a hub adapter must be "
+                                                          "downloaded first"))
+        if entry.get("chat_template"):
+            problems += _check_file(f"{key}.chat_template", entry["chat_template"], basedir,
+                                    "a Jinja chat template file")[1]
+    return problems
+
+
 def _check_model(key: str, value: str, basedir: Path, marker_files: tuple[str, ...]) -> list[Problem]:
     """``embedded``, an existing model folder, or a hub id ``org/name`` (models.resolve_model_path
     and hub.is_hub_id decide the same way at run time)."""
@@ -465,6 +488,7 @@ def config_problems(config: dict, basedir: str | Path | None = None, deep: bool 
     problems += _check_model("models.embedder", c["models"]["embedder"], base, ("config.json", "modules.json"))
     problems += _check_prompts(c, base)
     problems += _check_benchmarks(c, base, deep)
+    problems += _check_external_models(c, base)
     if c["dpo"].get("deepspeed"):
         problems += _check_file("dpo.deepspeed", c["dpo"]["deepspeed"], base, "a DeepSpeed JSON config")[1]
     problems += _check_chunking(c)

@@ -77,6 +77,9 @@ class SamplingConfig:
 @runtime_checkable
 class Engine(Protocol):
     tokenizer: Any
+    #: A Jinja chat template used instead of the tokenizer's own (None: the model's); see
+    #: :func:`set_chat_template`.
+    chat_template: str | None
 
     def generate(
         self, conversations: Sequence[Conversation], sampling: SamplingConfig, seeds: Sequence[int]
@@ -85,6 +88,13 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def set_chat_template(engine: Engine, template: str | None) -> None:
+    """Render every prompt of ``engine`` with the Jinja chat ``template`` (None: the tokenizer's)."""
+    engine.chat_template = template
+    if template is not None:
+        engine.tokenizer.chat_template = template  # the transformers engine renders with the tokenizer
 
 
 def _check_args(conversations: Sequence[Conversation], seeds: Sequence[int]) -> None:
@@ -450,7 +460,8 @@ class VLLMEngine:
             for s in seeds
         ]
         t0 = time.perf_counter()
-        outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False)
+        outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False,
+                             chat_template=getattr(self, "chat_template", None))
         dt = time.perf_counter() - t0
         prompt_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
         gen_tokens = sum(len(o.outputs[0].token_ids) for o in outs)

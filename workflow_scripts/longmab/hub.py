@@ -367,12 +367,15 @@ class DownloadPlan:
         benchmark file path -> ``{name, format, spec}`` for every ``eval.benchmarks`` entry with ``hub``.
     policy_record, embedder_record : str or None
         The record a job needing that model takes as input (None: embedded or a local folder).
+    eval_records : dict
+        External evaluation row name (``eval.models`` entry) -> its model's record (hub ids only).
     """
 
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy_record: str | None = None
     embedder_record: str | None = None
+    eval_records: dict[str, str] = field(default_factory=dict)
     download_dir: str = DOWNLOAD_DIR
 
     @property
@@ -404,6 +407,14 @@ def download_plan(config: Mapping[str, Any], download_dir: str = DOWNLOAD_DIR) -
             rev = models.get(rev_key) or "main"
             plan.models[record_name(name, rev)] = {"repo_id": name, "revision": rev, "role": role}
             setattr(plan, f"{role}_record", rec)
+    for entry in (config.get("eval", {}) or {}).get("models", []) or []:
+        if isinstance(entry, Mapping):  # an external evaluation row (e.g. a released checkpoint)
+            rec = model_record_path(entry["model"], entry.get("revision"), download_dir)
+            if rec:
+                rev = entry.get("revision") or "main"
+                plan.models[record_name(entry["model"], rev)] = {"repo_id": entry["model"], "revision": rev,
+                                                                 "role": "eval"}
+                plan.eval_records[entry["name"]] = rec
     for name, spec in ((config.get("eval", {}) or {}).get("benchmarks", {}) or {}).items():
         if spec.get("hub"):
             plan.benchmarks[spec["path"]] = {

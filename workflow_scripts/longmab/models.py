@@ -119,3 +119,27 @@ def _fix_special_tokens(tokenizer, model) -> None:
     if eos_id is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(eos_id))
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad_id if pad_id is not None else eos_id))
+
+
+def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Merge the PEFT LoRA ``adapter`` into the model ``base`` and save the whole model with the
+    base's tokenizer (and the adapter's, when it ships one) into ``out_dir``, atomically.
+
+    The weights keep the base model's dtype. Raises ``FileNotFoundError`` when ``adapter`` has no
+    ``adapter_config.json`` (not a PEFT adapter).
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else base
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    log.info("merged LoRA adapter %s into %s -> %s", adapter, base, out_dir)
+    return Path(out_dir)

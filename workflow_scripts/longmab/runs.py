@@ -230,6 +230,8 @@ class Plan:
     base: str | None = None
     stages: dict[str, dict[str, dict]] = field(default_factory=lambda: {s: {} for s in STAGES})
     configs: dict[str, dict] = field(default_factory=dict)
+    #: External evaluation rows (``eval.models`` mappings): row name -> eval tag.
+    external: dict[str, str] = field(default_factory=dict)
 
     def add(self, stage: str, slug_text: str, determinants: dict) -> str:
         tag = make_tag(slug_text, determinants)
@@ -294,7 +296,30 @@ def build_plan(config: Mapping, dpo_code: str = "", configs: Mapping[str, dict] 
     plan.base = _eval_tag(plan, first, {"kind": "base", "policy": policy_id(first),
                                                                "revision": config["models"].get("revision")},
                           "base-" + policy_slug(config["models"]["policy"]))
+    for entry in config["eval"]["models"]:
+        if isinstance(entry, Mapping):
+            name = str(entry["name"])
+            if name in RESERVED_RUN_NAMES or name in plan.runs or name in plan.external:
+                raise ConfigError(f"config key 'eval.models': the row name {name!r} is taken (by the base "
+                                  "model, a run or another row); give the external model another name")
+            template = entry.get("chat_template")
+            plan.external[name] = _eval_tag(plan, first, {
+                "kind": "external", "name": name, "model": str(entry["model"]), "revision": entry.get("revision"),
+                "adapter": entry.get("adapter"),
+                "chat_template": {"path": str(template), "sha256": file_digest(template)} if template else None},
+                name)
     return plan
+
+
+def external_rows(config: Mapping) -> list[dict]:
+    """The ``eval.models`` entries that name external models (mappings), in config order."""
+    return [dict(m) for m in config["eval"]["models"] if isinstance(m, Mapping)]
+
+
+def trains(config: Mapping) -> bool:
+    """Whether the config trains its runs: ``"trained"`` is among ``eval.models`` (an evaluation-only
+    config lists only ``base`` and external models)."""
+    return "trained" in config["eval"]["models"]
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -394,8 +419,11 @@ def _plan_training(plan: Plan, name: str, c: Mapping, dpo_code: str, tags: dict[
 def _eval_tag(plan: Plan, c: Mapping, model: dict, slug_text: str) -> str:
     e = c["eval"]
     templates = _templates(c)
+    engine = engine_determinants(c, "eval")
+    if model["kind"] == "external":  # its own model: the policy does not determine its answers
+        engine = {k: v for k, v in engine.items() if k not in ("policy", "revision")}
     return plan.add("eval", slug_text, {
-        "model": model, "engine": engine_determinants(c, "eval"),
+        "model": model, "engine": engine,
         "benchmarks": copy.deepcopy(e["benchmarks"]),
         **{k: e.get(k) for k in ("max_samples", "max_input_len", "max_tokens", "temperature", "presence_penalty")},
         "template": _template_digest(templates["answer"]), "seed": int(c["seed"])})

@@ -216,10 +216,13 @@ def check_distinct_models(rows: Iterable[Mapping]) -> None:
     unchanged, would otherwise read as two models with "no effect" in the table."""
     seen: dict[str, str] = {}
     for r in rows:
-        fp = ((r.get("provenance") or {}).get("model") or {}).get("fingerprint")
+        model = (r.get("provenance") or {}).get("model") or {}
+        fp = model.get("fingerprint")
         name = str(r["model"])
         if not fp:
             continue
+        if model.get("chat_template"):  # the same weights asked through another chat template
+            fp = f"{fp}+template:{model['chat_template'].get('sha256')}"
         other = seen.setdefault(fp, name)
         if other != name:
             raise TableError(
