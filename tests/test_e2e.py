@@ -288,3 +288,40 @@ def test_make_run_target_is_the_tables():
     assert "$(BIN)/snakemake --cores $(CORES)" in (REPO / "Makefile").read_text()
     common = (REPO / "rules" / "common.smk").read_text()
     assert "*TABLES," in common and '("main", "data_quality")' in common
+
+
+PLAIN_CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_an_external_row_with_adapter_and_chat_template(tiny_run, cfg, manifest):
+    """eval.models may name any model: here the policy folder with the tiny run's DPO adapter merged by
+    PEFT (rule merge_adapter) and a chat template without SmolLM2's system prompt. It is evaluated
+    on every benchmark with its provenance, and PEFT's merge equals LLaMA-Factory's export of the
+    same adapter (the trained row's merged model)."""
+    import torch
+    from safetensors.torch import load_file
+
+    adapter = f"{manifest['runs']['tiny']['dpo']}/adapter"
+    (tiny_run / "plain.jinja").write_text(PLAIN_CHATML)
+    ext = {"study": "tiny-ext", "eval": {"models": [
+        "base", {"name": "readopted", "model": "results/models/policy", "adapter": adapter,
+                 "chat_template": "plain.jinja"}]}}
+    (tiny_run / "ext.yaml").write_text(yaml.safe_dump(ext))
+    run_snakemake(tiny_run, "results/runs/tiny-ext.json", "--configfile", "tiny.yaml", "ext.yaml")
+    folder = json.loads((tiny_run / "results/runs/tiny-ext.json").read_text())["external"]["readopted"]
+    targets = [f"{folder}/{bench}/metrics.json" for bench in cfg["eval"]["benchmarks"]]
+    run_snakemake(tiny_run, *targets, "--configfile", "tiny.yaml", "ext.yaml")
+    for target in targets:
+        m = json.loads((tiny_run / target).read_text())
+        model = m["provenance"]["model"]
+        assert m["model"] == "readopted" and m["n"] > 0
+        assert model["model"].startswith("results/models/external/") and model["fingerprint"]
+        assert model["adapter"]["model"] == adapter and model["adapter"]["fingerprint"]
+        assert model["chat_template"]["path"] == "plain.jinja" and len(model["chat_template"]["sha256"]) == 64
+    ours = load_file(next((tiny_run / model["model"]).glob("*.safetensors")))
+    theirs = {}
+    for f in (tiny_run / manifest["runs"]["tiny"]["dpo"] / "merged").glob("*.safetensors"):
+        theirs.update(load_file(f))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.allclose(ours[name].float(), theirs[name].float(), atol=1e-3)

@@ -269,6 +269,7 @@ class Plan:
             "base_eval": self.base,
             "runs": {name: {stage: f"results/{stage}/{tag}" for stage, tag in tags.items()}
                      for name, tags in self.runs.items()},
+            "external": {name: f"results/eval/{tag}" for name, tag in self.external.items()},
             "stages": {stage: {tag: det for tag, det in tags.items()} for stage, tags in self.stages.items() if tags},
         }
 
