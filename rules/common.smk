@@ -13,7 +13,12 @@ from longmab.jobenv import prefer_library  # noqa: E402
 # Jobs import the library of THIS workflow, not whatever checkout an editable install points to.
 prefer_library(WORKFLOW_SCRIPTS)
 
-from longmab.config import ConfigError, check_runs, explain_errors  # noqa: E402
+from longmab.config import (
+    ConfigError,
+    check_runs,
+    coerce_cli_scalars,
+    explain_errors,
+)  # noqa: E402
 from longmab.provenance import code_hash, settings_hash  # noqa: E402
 from longmab.runs import (
     TAG_PATTERN,
@@ -23,8 +28,10 @@ from longmab.runs import (
     warmup_settings,
 )  # noqa: E402
 
-# Bad keys and values fail here, before any job, naming the key (our messages; then
-# snakemake.utils.validate fills the schema's defaults).
+# `--config 'rollout={rounds: 4}'` hands nested values over as strings: read them as the numbers /
+# booleans the schema wants. Bad keys and values fail here, before any job, naming the key (our
+# messages; then snakemake.utils.validate fills the schema's defaults).
+coerce_cli_scalars(config)
 _problems = explain_errors(config)
 if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))

@@ -389,3 +389,19 @@ def test_ensure_valid_lists_every_problem(base, tmp_path):
     assert "config key 'data.train': file not found: 'nope.jsonl'" in text
     assert "config key 'dpo.deepspeed': file not found: 'nope.json'" in text
     ensure_valid(base, basedir=tmp_path)  # no error
+
+
+def test_command_line_strings_become_the_numbers_the_schema_wants():
+    """`snakemake --config 'rollout={rounds: 4}'` hands '4' over as a string."""
+    from longmab.config import coerce_cli_scalars
+
+    c = {"rollout": {"rounds": "4", "strategy": "ucb"}, "dpo": {"learning_rate": "1.0e-4", "bf16": "false"},
+         "seed": "7", "run": "123", "runs": {"a": {"rollout": {"top_k": "3"}}},
+         "eval": {"max_samples": "many"}}
+    changed = coerce_cli_scalars(c)
+    assert c["rollout"] == {"rounds": 4, "strategy": "ucb"} and c["seed"] == 7
+    assert c["dpo"]["learning_rate"] == 1e-4 and c["dpo"]["bf16"] is False
+    assert c["run"] == "123"  # a string key stays a string
+    assert c["runs"]["a"]["rollout"]["top_k"] == 3
+    assert c["eval"]["max_samples"] == "many"  # not a number: left for the schema's message
+    assert set(changed) == {"rollout.rounds", "dpo.learning_rate", "dpo.bf16", "seed", "runs.a.rollout.top_k"}

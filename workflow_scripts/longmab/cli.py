@@ -167,9 +167,9 @@ def _runctl_run(args: argparse.Namespace) -> int:
                 path.unlink(missing_ok=True)
         return 0 if result.ok else 1
     stopped = request_stop(args.dir)
-    if not stopped:
-        print(f"no Snakemake run found in {args.dir}", file=sys.stderr)
-        return 1
+    if not stopped:  # nothing to do is not a failure (`make stop` twice, or after the run ended)
+        print(f"nothing to stop: no Snakemake run is working in {args.dir}")
+        return 0
     for p in stopped:
         print(f"asked Snakemake (pid {p.pid}) to stop: its running jobs finish, no new job starts; it then "
               "reports what finished and exits with status 143. Resume later with: make resume")

@@ -90,6 +90,60 @@ def _integer_expected(err) -> bool:
     return "integer" in types and "number" not in types
 
 
+_SCALAR_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def _types(node: dict) -> set[str]:
+    t = node.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def coerce_cli_scalars(config: dict, schema: dict | None = None) -> list[str]:
+    """Turn strings that stand for numbers, booleans or null into those, where the schema wants them.
+
+    ``snakemake --config 'rollout={rounds: 4}'`` hands nested values over as strings (``'4'``); this
+    reads each such string as YAML (``4``, ``1.0e-4``, ``true``, ``null``) when the schema does not
+    allow a string at that key and the parsed value has an allowed type. Edits ``config`` in place
+    (also inside ``runs:`` overrides, checked against the same sections); returns the keys changed.
+    """
+    import yaml
+
+    schema = schema if schema is not None else load_schema()
+    changed: list[str] = []
+
+    def walk(node: Any, sch: dict, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        props = sch.get("properties", {})
+        for key, value in list(node.items()):
+            sub = props.get(key)
+            if sub is None and isinstance(sch.get("additionalProperties"), dict):
+                sub = sch["additionalProperties"]
+            if not isinstance(sub, dict):
+                continue
+            types = _types(sub)
+            if isinstance(value, str) and types and "string" not in types and types & set(_SCALAR_TYPES):
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    continue
+                wanted = tuple(_SCALAR_TYPES[t] for t in types if t in _SCALAR_TYPES)
+                if isinstance(parsed, bool) and "boolean" not in types:
+                    continue
+                if isinstance(parsed, wanted):
+                    node[key] = parsed
+                    changed.append(f"{path}{key}")
+            elif isinstance(value, dict):
+                walk(value, sub, f"{path}{key}.")
+
+    walk(config, schema, "")
+    runs = config.get("runs")
+    if isinstance(runs, dict):
+        for name, over in runs.items():
+            walk(over, schema, f"runs.{name}.")
+    return changed
+
+
 def explain_errors(config: dict, schema: dict | None = None, prefix: str = "") -> list[str]:
     """Every schema violation of ``config`` as ``config key 'a.b': message`` (``[]`` when valid).
 
