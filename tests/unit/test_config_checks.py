@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ def base(tmp_path) -> dict:
     write_jsonl(tmp_path / "data" / "lb.jsonl", [LONGBENCH_ROW])
     write_jsonl(tmp_path / "data" / "ib.jsonl", [INFINITEBENCH_ROW])
     cfg["data"]["train"] = "data/train.jsonl"
+    cfg["preset"] = "custom"  # the model-path checks below change models.policy on purpose
     cfg["eval"]["benchmarks"] = {"lb": {"path": "data/lb.jsonl", "format": "longbench"},
                                  "ib": {"path": "data/ib.jsonl", "format": "infinitebench"}}
     return cfg
@@ -405,3 +407,48 @@ def test_command_line_strings_become_the_numbers_the_schema_wants():
     assert c["runs"]["a"]["rollout"]["top_k"] == 3
     assert c["eval"]["max_samples"] == "many"  # not a number: left for the schema's message
     assert set(changed) == {"rollout.rounds", "dpo.learning_rate", "dpo.bf16", "seed", "runs.a.rollout.top_k"}
+
+
+def _readme_config(tmp_path) -> Path:
+    """The README's "Your own data and model" my.yaml, as written."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Your own data and model"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    block = block[:block.index("```")]
+    path = tmp_path / "my.yaml"
+    path.write_text(textwrap.dedent(block))
+    return path
+
+
+def test_readme_user_config_gets_the_papers_settings_or_is_refused(tmp_path):
+    """Over the paper config (as the README runs it) the user's config keeps the paper's values;
+    merged over config.yaml's toy it is refused, naming the preset and the fix."""
+    from longmab.config import check_runs, effective_config
+
+    my = _readme_config(tmp_path)
+    paper = yaml.safe_load((REPO / "configs" / "paper-llama3.yaml").read_text())
+    full, sources = effective_config([REPO / "configs" / "paper-llama3.yaml", my], replace=True)
+    assert full["preset"] == "paper-llama3" and full["models"]["policy"] == "meta-llama/Llama-3.1-8B-Instruct"
+    for section, key in (("chunking", "chunk_size"), ("rollout", "rounds"), ("rollout", "top_k"),
+                         ("sampling", "max_tokens"), ("eval", "max_input_len"), ("dpo", "learning_rate")):
+        assert full[section][key] == paper[section][key], (section, key)
+        assert sources[f"{section}.{key}"].endswith("paper-llama3.yaml")
+    assert sources["models.policy"].endswith("my.yaml") and not any("synth" in b for b in full["eval"]["benchmarks"])
+    assert not [p for p in check_runs(full, basedir=tmp_path, deep=False) if "preset" in p]
+    toy, sources = effective_config([my])
+    assert sources["chunking.chunk_size"].endswith("config.yaml")
+    refused = [p for p in check_runs(toy, basedir=tmp_path, deep=False) if "preset" in p]
+    assert len(refused) == 1 and "preset: custom" in refused[0] and "configs/paper-llama3.yaml" in refused[0]
+    toy["preset"] = "custom"  # said explicitly: allowed
+    assert not [p for p in check_runs(toy, basedir=tmp_path, deep=False) if "preset" in p]
+
+
+def test_config_show_names_every_source(tmp_path, capsys):
+    from longmab.cli import main
+
+    my = tmp_path / "my.yaml"
+    my.write_text("rollout: {rounds: 3}\n")
+    assert main(["config", "show", "--configfile", str(my)]) == 0
+    out = capsys.readouterr().out
+    assert f"rollout.rounds: 3  # {my}" in out and "rollout.top_k: 2  # " in out
+    assert "tables.confidence: 0.95  # default" in out

@@ -176,7 +176,34 @@ def _runctl_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--configfile", nargs="*", default=[], metavar="FILE",
+                   help="the --configfile files of the run, in order (merged over config.yaml)")
+    p.add_argument("--replace-workflow-config", action="store_true", dest="replace",
+                   help="as Snakemake's flag: the files alone, without config.yaml")
+    p.add_argument("--base", default=None, help="the workflow's config.yaml (default: this checkout's)")
+
+
+def _config_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, check_runs, show_config
+
+    try:
+        print(show_config(args.configfile, args.replace, args.base), end="")
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    from .config import effective_config
+
+    problems = check_runs(effective_config(args.configfile, args.replace, args.base)[0])
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
 register("validate", "check raw training JSONL files (exit 1 on problems)", _validate_args, _validate_run)
+register("config", "show the effective config of a run: every value and the file it came from (or the "
+         "schema default), then every problem", _config_args, _config_run)
 register("convert", "convert MuSiQue / HotpotQA files into raw training JSONL", _convert_args, _convert_run)
 register("synth", "write the seeded synthetic train/test data", _synth_args, _synth_run)
 register("runctl", "run control: is it safe to resume here (check), stop the run here (stop)", _runctl_args,

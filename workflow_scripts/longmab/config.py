@@ -528,6 +528,14 @@ def config_problems(config: dict, basedir: str | Path | None = None, deep: bool 
     if str(c.get("run")) in RESERVED_RUN_NAMES and not c.get("runs"):
         problems.append(Problem("run", f"{c['run']!r} is reserved for the untrained policy's evaluation; "
                                        "choose another run name"))
+    if c.get("preset") == "embedded" and c["models"]["policy"] != "embedded":
+        problems.append(Problem(("preset", "models.policy"),
+                                f"the preset is 'embedded' but models.policy is {c['models']['policy']!r}: every "
+                                "value you did not set comes from config.yaml's CPU toy (chunk_size 64, 8 rounds "
+                                "of top_k 2, 96-token answers, a 4096-token eval window, the synth_* benchmarks). "
+                                "Start from the paper's settings (--configfile configs/paper-llama3.yaml my.yaml "
+                                "--replace-workflow-config), or write `preset: custom` in your config to keep "
+                                "these values on purpose (`longmab config show` lists every value and its source)"))
     from_file = c["pairs"].get("from_file")
     if from_file:  # trained from a ready-made preference file: no data, probe or rollout
         problems += _check_file("pairs.from_file", from_file, base,
@@ -637,3 +645,62 @@ def ensure_valid(config: dict, run_configs: dict[str, dict] | None = None, based
     lines = check_runs(config, run_configs, basedir, deep)
     if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def effective_config(files: list[str | Path], replace: bool = False, base: str | Path | None = None,
+                     schema: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """The config a Snakemake run gets from ``--configfile files`` (merged over ``base``, the
+    workflow's config.yaml, unless ``replace``: ``--replace-workflow-config``), with the schema's
+    defaults filled; and for every leaf key (dotted) the file that set it, or ``"default"``."""
+    from .runs import deep_merge
+
+    schema = schema if schema is not None else load_schema()
+    paths = ([] if replace else [Path(base) if base else Path(__file__).resolve().parents[2] / "config.yaml"])
+    paths += [Path(f) for f in files]
+    merged: dict = {}
+    sources: dict[str, str] = {}
+
+    def note(node: Any, source: str, prefix: str = "") -> None:
+        if isinstance(node, dict) and node and prefix.count(".") < 8:
+            for k, v in node.items():
+                note(v, source, f"{prefix}{k}.")
+        else:
+            key = prefix[:-1]
+            for old in [k for k in sources if k.startswith(key + ".")]:
+                del sources[old]  # a whole mapping replaced by a scalar
+            sources[key] = source
+
+    for path in paths:
+        data = yaml.safe_load(path.read_text()) or {}
+        merged = deep_merge(merged, data)
+        note(data, str(path))
+    full = validate_config(copy.deepcopy(merged), schema)
+
+    def fill(node: Any, prefix: str = "") -> None:
+        if isinstance(node, dict) and node and prefix.count(".") < 8:
+            for k, v in node.items():
+                fill(v, f"{prefix}{k}.")
+        elif not any(prefix[:-1] == k or prefix[:-1].startswith(k + ".") for k in sources):
+            sources[prefix[:-1]] = "default"
+
+    fill(full)
+    return full, sources
+
+
+def show_config(files: list[str | Path], replace: bool = False, base: str | Path | None = None) -> str:
+    """One line per value of the effective config: ``key: value  # source``."""
+    full, sources = effective_config(files, replace, base)
+    lines = []
+
+    def walk(node: Any, prefix: str = "") -> None:
+        if isinstance(node, dict) and node and prefix.count(".") < 8:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            key = prefix[:-1]
+            src = sources.get(key) or next((v for k, v in sources.items() if key.startswith(k + ".")), "default")
+            lines.append(f"{key}: {yaml.safe_dump(node, default_flow_style=True, width=10**6).strip().removesuffix(chr(10) + '...')}"
+                         f"  # {src}")
+
+    walk(full)
+    return "\n".join(lines) + "\n"
