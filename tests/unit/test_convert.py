@@ -54,6 +54,10 @@ def test_bad_items_and_formats_name_the_problem(tmp_path):
     bad.write_text(json.dumps([MUSIQUE[0], {"id": "x", "question": "q"}]))
     with pytest.raises(ValueError, match=r"bad.json: item 2: not a musique item"):
         convert_file(bad, "musique")
+    jl = tmp_path / "bad.jsonl"
+    jl.write_text(json.dumps(MUSIQUE[0]) + "\n\n{broken\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 3: malformed JSON"):
+        convert_file(jl, "musique")
 
 
 def test_cli_writes_valid_training_jsonl(tmp_path, capsys):

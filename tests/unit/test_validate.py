@@ -146,13 +146,28 @@ def test_invalid_utf8(tmp_path):
     assert len(errs) == 1 and errs[0].startswith(f"{path}:2: not valid UTF-8")
 
 
-def test_max_errors_stops_early(tmp_path):
+def test_max_errors_caps_the_list_and_says_how_many_it_left_out(tmp_path):
     lines = ["not json"] * 30
     path, errs = errors_for(tmp_path, lines)
-    assert len(errs) == 20
-    assert errs[-1].startswith(f"{path}:20: ")
-    assert len(validate_file(path, max_errors=3)) == 3
+    assert len(errs) == 21
+    assert errs[-2].startswith(f"{path}:20: ")
+    assert errs[-1] == f"{path}: 10 more problem(s) not listed (--max-errors 0 lists all)"
+    assert validate_file(path, max_errors=3)[-1].startswith(f"{path}: 27 more problem(s)")
     assert len(validate_file(path, max_errors=0)) == 30
+
+
+def test_benchmark_files_are_checked_in_their_own_format(tmp_path, capsys):
+    from longmab.cli import main
+
+    good = {"input": "q?", "context": "c.", "answers": ["a"], "_id": "x1"}
+    path = write_lines(tmp_path, [json.dumps(good), json.dumps({"input": "q?", "context": "c."})])
+    assert main(["validate", "--benchmark", "longbench", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2: " in err and "answers" in err and f"{path}:1:" not in err
+    path.write_text(json.dumps(good) + "\n")
+    assert main(["validate", "--benchmark", "longbench", str(path)]) == 0
+    assert "OK (1 items)" in capsys.readouterr().out
+    assert main(["validate", str(path)]) == 1  # as a training file it lacks id / answer
 
 
 def test_load_samples_raises_data_error_with_all_messages(tmp_path):

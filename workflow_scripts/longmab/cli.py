@@ -33,6 +33,8 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="raw training JSONL file(s)")
+    p.add_argument("--benchmark", choices=["longbench", "infinitebench"], default=None,
+                   help="check evaluation files of this format instead of raw training files")
     p.add_argument("--max-errors", type=int, default=20,
                    help="stop reporting a file after this many problems (0: report all; default 20)")
 
@@ -43,7 +45,7 @@ def _validate_run(args: argparse.Namespace) -> int:
     status = 0
     for path in args.paths:
         try:
-            errors, samples = scan_file(path, args.max_errors if args.max_errors > 0 else None)
+            errors, samples = scan_file(path, args.max_errors if args.max_errors > 0 else None, args.benchmark)
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
             status = 1
@@ -53,7 +55,7 @@ def _validate_run(args: argparse.Namespace) -> int:
                 print(message, file=sys.stderr)
             status = 1
         else:
-            print(f"{path}: OK ({len(samples)} samples)")
+            print(f"{path}: OK ({len(samples)} {'items' if args.benchmark else 'samples'})")
     return status
 
 

@@ -64,7 +64,15 @@ def load_items(path: str | os.PathLike) -> list[dict]:
     stripped = text.lstrip()
     if stripped.startswith("["):
         return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:  # name the file's line, not the line within the line
+            raise ValueError(f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    return items
 
 
 def convert_items(items: Iterable[Mapping], fmt: str) -> list[dict]:

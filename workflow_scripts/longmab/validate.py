@@ -72,16 +72,27 @@ def _iter_lines(path: str | os.PathLike):
             yield number, None, exc
 
 
-def scan_file(path: str | os.PathLike, max_errors: int | None = None) -> tuple[list[str], list[dict]]:
-    """``(messages, valid_samples)`` of a file; stops after ``max_errors`` messages (None: all)."""
+def scan_file(path: str | os.PathLike, max_errors: int | None = None,
+              benchmark: str | None = None) -> tuple[list[str], list[dict]]:
+    """``(messages, valid_samples)`` of a file; after ``max_errors`` messages (None: all) the rest
+    are counted, not listed, and a last message says how many were left out.
+
+    ``benchmark`` (``longbench`` / ``infinitebench``) checks an evaluation file of that format
+    (:func:`longmab.benchmarks.normalize_item`) instead of raw training rows.
+    """
     errors: list[str] = []
     samples: list[dict] = []
     first_line_of_id: dict[str, int] = {}
     seen_content = False
+    left_out = 0
 
     def add(number: int, reason: str) -> bool:
-        errors.append(f"{path}:{number}: {reason}")
-        return max_errors is not None and len(errors) >= max_errors
+        nonlocal left_out
+        if max_errors is not None and len(errors) >= max_errors:
+            left_out += 1
+        else:
+            errors.append(f"{path}:{number}: {reason}")
+        return False
 
     for number, text, decode_error in _iter_lines(path):
         if decode_error is not None:
@@ -98,8 +109,11 @@ def scan_file(path: str | os.PathLike, max_errors: int | None = None) -> tuple[l
             if add(number, f"malformed JSON: {exc}"):
                 return errors, samples
             continue
-        problems = _check_row(row)
-        sid = row.get("id") if isinstance(row, dict) else None
+        if benchmark is not None:
+            problems, sid = _check_benchmark_row(row, benchmark)
+        else:
+            problems = _check_row(row)
+            sid = row.get("id") if isinstance(row, dict) else None
         if isinstance(sid, (str, int)) and not isinstance(sid, bool):
             key = str(sid)
             if key in first_line_of_id:
@@ -113,7 +127,20 @@ def scan_file(path: str | os.PathLike, max_errors: int | None = None) -> tuple[l
                 return errors, samples
     if not seen_content:
         add(1, "empty file (no JSON lines)")
+    if left_out:
+        errors.append(f"{path}: {left_out} more problem(s) not listed (--max-errors 0 lists all)")
     return errors, samples
+
+
+def _check_benchmark_row(row: Any, fmt: str) -> tuple[list[str], Any]:
+    """Problems of one evaluation row of format ``fmt``, and its id."""
+    from .benchmarks import BenchmarkError, normalize_item
+
+    try:
+        item = normalize_item(row, fmt, "")
+    except BenchmarkError as exc:
+        return [str(exc).removeprefix(": ")], None
+    return [], item["id"]
 
 
 def validate_file(path: str | os.PathLike, max_errors: int = 20) -> list[str]:
