@@ -202,6 +202,16 @@ def embedder_input(stage):
     return inputs
 
 
+def mbr_embedder_input(wc):
+    """SeaLong's MBR embedder as a job input: its download record (a hub id), else nothing."""
+    name = det("mbr", wc)["embedder"]
+    if name in DOWNLOADS.mbr_records:
+        return [DOWNLOADS.mbr_records[name]]
+    if name == config["models"]["embedder"] and DOWNLOADS.embedder_record:
+        return [DOWNLOADS.embedder_record]
+    return []
+
+
 def policy_path():
     """model_name_or_path of the policy: the built embedded folder or the configured path / hub id."""
     return (

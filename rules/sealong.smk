@@ -30,10 +30,11 @@ rule sealong:
 
 
 rule mbr:
-    """SeaLong: embed every sampled output; MBR score = mean cosine similarity to the others."""
+    """SeaLong: embed every whole sampled output (no query prefix; pairs.sealong.mbr_* settings);
+    MBR score = mean cosine similarity to the others."""
     input:
         samples=lambda wc: f"results/sealong/{det('mbr', wc)['sealong']}/{wc.shard}.jsonl",
-        embedder=embedder_input("mbr"),
+        embedder=mbr_embedder_input,
     output:
         "results/mbr/{tag}/{shard}.jsonl",
     log:
@@ -47,7 +48,8 @@ rule mbr:
         gpu=1,
     params:
         embedder=P("mbr", "embedder"),
-        prefix=P("mbr", "prefix", default=""),
+        max_seq_length=P("mbr", "max_seq_length"),
+        encode_kwargs=P("mbr", "encode_kwargs", default={}),
         trust_remote_code=config["models"]["trust_remote_code"],
         code=CODE["mbr"],
     script:

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 from longmab.sealong import mbr_scores, sealong_question, select_sealong_pair
 from longmab.stages.sealong import build_sealong_pairs, score_sealong
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_mbr_is_mean_cosine_to_the_others():
@@ -68,3 +71,34 @@ def test_score_and_pairs_end_to_end_with_a_fake_embedder():
     assert p["chosen_subem"] == 1.0 and p["rejected_subem"] == 0.0  # logged, never used to pick
     assert p["prompt"].endswith("Capital of France?\nPlan.")
     assert p["chosen_reward"] > p["rejected_reward"]
+
+
+def test_mbr_embedder_reads_whole_outputs_and_counts_the_cut_ones():
+    """SeaLong's MBR embedding: max_seq_length raised to cover the outputs (capped at the model's
+    position embeddings), outputs still longer counted; no query prefix is added by the stage."""
+    from longmab.stages.embed import load_encoder
+
+    counts: dict = {}
+    encode = load_encoder("embedded", device="cpu", max_seq_length=10_000, counts=counts)
+    long_text, short = "word " * 600, "a short answer"
+    emb = encode([short, long_text])
+    assert emb.shape[0] == 2 and counts["max_seq_length"] == 512  # MiniLM's 512 positions
+    assert counts == {"texts": 2, "cut": 1, "max_seq_length": 512}
+    counts.clear()
+    load_encoder("embedded", device="cpu", max_seq_length=64, counts=counts)([short, "x " * 100])
+    assert counts["cut"] == 1 and counts["max_seq_length"] == 64
+
+
+def test_runs_choose_their_own_mbr_embedder():
+    import yaml
+    from longmab.config import validate_config
+    from longmab.runs import build_plan, validate_runs
+
+    cfg = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    cfg["runs"] = {"own": {"pairs": {"method": "sealong", "sealong": {"mbr_embedder": "org/jina"}}},
+                   "shared": {"pairs": {"method": "sealong"}}}
+    plan = build_plan(cfg, configs=validate_runs(cfg))
+    mbr = {r: plan.stages["mbr"][plan.runs[r]["mbr"]] for r in ("own", "shared")}
+    assert mbr["own"]["embedder"] == "org/jina" and mbr["shared"]["embedder"] == "embedded"
+    assert mbr["shared"]["max_seq_length"] == cfg["pairs"]["sealong"]["max_tokens"] + 32
+    assert "prefix" not in mbr["own"] and plan.runs["own"]["sealong"] == plan.runs["shared"]["sealong"]

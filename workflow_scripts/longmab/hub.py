@@ -369,6 +369,8 @@ class DownloadPlan:
         The record a job needing that model takes as input (None: embedded or a local folder).
     eval_records : dict
         External evaluation row name (``eval.models`` entry) -> its model's record (hub ids only).
+    mbr_records : dict
+        SeaLong MBR embedder (``pairs.sealong.mbr_embedder``, hub ids only) -> its record.
     """
 
     models: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -376,6 +378,7 @@ class DownloadPlan:
     policy_record: str | None = None
     embedder_record: str | None = None
     eval_records: dict[str, str] = field(default_factory=dict)
+    mbr_records: dict[str, str] = field(default_factory=dict)
     download_dir: str = DOWNLOAD_DIR
 
     @property
@@ -407,6 +410,16 @@ def download_plan(config: Mapping[str, Any], download_dir: str = DOWNLOAD_DIR) -
             rev = models.get(rev_key) or "main"
             plan.models[record_name(name, rev)] = {"repo_id": name, "revision": rev, "role": role}
             setattr(plan, f"{role}_record", rec)
+    sealong = ((config.get("pairs", {}) or {}).get("sealong", {}) or {})
+    runs = [sealong] + [((o or {}).get("pairs", {}) or {}).get("sealong", {}) or {}
+                        for o in (config.get("runs") or {}).values()]
+    for s in runs:  # SeaLong's own MBR embedder (pairs.sealong.mbr_embedder), per run
+        name = s.get("mbr_embedder")
+        rec = model_record_path(name, s.get("mbr_embedder_revision"), download_dir) if name else None
+        if rec:
+            rev = s.get("mbr_embedder_revision") or "main"
+            plan.models[record_name(name, rev)] = {"repo_id": name, "revision": rev, "role": "mbr_embedder"}
+            plan.mbr_records[name] = rec
     for entry in (config.get("eval", {}) or {}).get("models", []) or []:
         if isinstance(entry, Mapping):  # an external evaluation row (e.g. a released checkpoint)
             rec = model_record_path(entry["model"], entry.get("revision"), download_dir)

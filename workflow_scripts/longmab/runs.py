@@ -196,6 +196,15 @@ def engine_determinants(config: Mapping, stage: str = "probe") -> dict:
     return det
 
 
+def mbr_embedder(config: Mapping) -> tuple[str, str | None]:
+    """``(name, revision)`` of SeaLong's MBR embedder: ``pairs.sealong.mbr_embedder``, else the
+    run's ``models.embedder``."""
+    s = config["pairs"]["sealong"]
+    if s.get("mbr_embedder"):
+        return str(s["mbr_embedder"]), s.get("mbr_embedder_revision")
+    return str(config["models"]["embedder"]), config["models"].get("embedder_revision")
+
+
 def probe_sampling(sampling: Mapping) -> dict:
     """The probe's sampling: ``sampling`` with ``probe_temperature`` (when set) as the temperature."""
     t = sampling.get("probe_temperature")
@@ -393,9 +402,11 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
             "data": tags["data"], "engine": engine,
             "sampling": {k: s[k] for k in ("n", "temperature", "top_p", "presence_penalty", "max_tokens")},
             "instruction": instruction, "template": answer, "seed": seed})
-        tags["mbr"] = plan.add("mbr", slug(c["models"]["embedder"], "embedder"), {
-            "sealong": tags["sealong"], "embedder": c["models"]["embedder"],
-            "revision": c["models"].get("embedder_revision"), "prefix": c["models"]["embedder_query_prefix"]})
+        embedder, revision = mbr_embedder(c)
+        tags["mbr"] = plan.add("mbr", slug(embedder, "embedder"), {
+            "sealong": tags["sealong"], "embedder": embedder, "revision": revision,
+            "max_seq_length": s.get("mbr_max_seq_length") or s["max_tokens"] + 32,
+            "encode_kwargs": dict(s.get("mbr_encode_kwargs") or {})})
         tags["pairs"] = plan.add("pairs", name, {"mbr": tags["mbr"], "method": method,
                                                  "instruction": instruction, **common_pairs})
     else:  # pragma: no cover - the schema's enum

@@ -56,7 +56,22 @@ def initial_values(
     return out
 
 
-def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code: bool = False) -> Encoder:
+def embedder_limit(model) -> int | None:
+    """The most tokens a sentence-transformers model can read: its position embeddings (minus the
+    offset some architectures keep), or None when unknown."""
+    try:
+        cfg = model[0].auto_model.config
+    except (AttributeError, IndexError, TypeError):
+        return None
+    n = getattr(cfg, "max_position_embeddings", None)
+    if not n:
+        return None
+    return int(n) - (2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta") else 0)
+
+
+def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code: bool = False,
+                 max_seq_length: int | None = None, encode_kwargs: dict | None = None,
+                 counts: dict | None = None) -> Encoder:
     """A sentence-transformers encoder (no instruction prefix; normalization happens in cosine_values).
 
     Note: all-MiniLM-L6-v2 has max_seq_length 256 word pieces; longer chunks are truncated when
@@ -72,9 +87,19 @@ def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code
     # cuda when the job has a usable GPU; a clear error when it asked for one and cannot use it
     device = device or check_gpu_job()
     model = SentenceTransformer(str(path), device=device, trust_remote_code=trust_remote_code)
+    if max_seq_length:
+        limit = embedder_limit(model)
+        model.max_seq_length = min(int(max_seq_length), limit) if limit else int(max_seq_length)
     log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
+    kwargs = dict(encode_kwargs or {})
 
     def encode(texts: Sequence[str]) -> np.ndarray:
-        return model.encode(list(texts), batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+        if counts is not None:  # how many texts the embedder reads only in part
+            tok = model.tokenizer
+            lengths = [len(tok(t, add_special_tokens=True)["input_ids"]) for t in texts]
+            counts["texts"] = counts.get("texts", 0) + len(texts)
+            counts["cut"] = counts.get("cut", 0) + sum(n > model.max_seq_length for n in lengths)
+            counts["max_seq_length"] = model.max_seq_length
+        return model.encode(list(texts), batch_size=32, convert_to_numpy=True, show_progress_bar=False, **kwargs)
 
     return encode
