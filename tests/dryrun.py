@@ -3,35 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
-
-STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> planned job count from the "Job stats:" table of a dry run ({} = nothing to do).
-
-    The rule ``all`` and the ``total`` row are left out.
-    """
-    counts: dict[str, int] = {}
-    lines = output.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    except StopIteration:
-        return counts
-    for line in lines[start + 3 :]:  # header, dashes
-        m = STATS_ROW.match(line.strip())
-        if not m:
-            break
-        rule, n = m.group(1), int(m.group(2))
-        if rule == "total":
-            break
-        if rule != "all":
-            counts[rule] = counts.get(rule, 0) + n
-    return counts
+from longmab.plan import PLACEHOLDER_ROWS, job_counts
 
 
 def dry_run_counts(proc) -> dict[str, int]:
@@ -39,11 +14,7 @@ def dry_run_counts(proc) -> dict[str, int]:
     return job_counts(proc.stdout) or job_counts(proc.stderr)
 
 
-#: One row per benchmark format (the config checks read the first row of every benchmark file).
-DUMMY_ROWS = {
-    "longbench": {"input": "q?", "context": "c.", "answers": ["a"], "_id": "0"},
-    "infinitebench": {"id": "0", "input": "q?", "context": "c.", "answer": ["a"]},
-}
+DUMMY_ROWS = PLACEHOLDER_ROWS
 
 
 def write_dummy_inputs(workdir: Path, config_path: Path, n_train: int | None = None) -> dict:

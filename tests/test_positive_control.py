@@ -13,12 +13,16 @@ and rejected anywhere on the way (the file, dataset_info.json, the trainer) fail
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 from conftest import make_workdir, run_snakemake
-from longmab.control import control_pairs, greedy_answers, marker_rate, preference_margins
+from longmab.control import (
+    control_pairs,
+    greedy_answers,
+    marker_rate,
+    preference_margins,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +43,7 @@ CONTROL = {
 def control_run(tmp_path_factory):
     workdir = make_workdir(tmp_path_factory.mktemp("control"))
     with open(workdir / "control.jsonl", "w", encoding="utf-8") as fh:
-        for p in control_pairs(N_TRAIN, set_name="control-train"):
-            fh.write(json.dumps(p) + "\n")
+        fh.writelines(json.dumps(p) + "\n" for p in control_pairs(N_TRAIN, set_name="control-train"))
     (workdir / "control.yaml").write_text(yaml.safe_dump(CONTROL))
     manifest = "results/runs/control.json"
     run_snakemake(workdir, manifest, "--configfile", "control.yaml")

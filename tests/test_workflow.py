@@ -293,3 +293,16 @@ def test_released_checkpoint_config_evaluates_only(workdir, name):
     for rule in ("data", "probe", "embed", "rollout", "sealong", "mbr", "pairs", "dpo_train", "dpo_export"):
         assert rule not in counts, (rule, counts)
     assert "rocketduan--" in proc.stdout and "LongMab-PO-released" in proc.stdout
+
+
+def test_longmab_plan_shows_the_paper_dag_without_its_data():
+    """`longmab plan configs/paper-llama3.yaml`: job counts and resources per rule, no data needed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([str(Path(sys.executable).parent / "longmab"), "plan", "configs/paper-llama3.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| probe | 100 | gpu=1 (100) |" in proc.stdout and "| rollout | 500 |" in proc.stdout
+    assert "| **total** | **1146** |" in proc.stdout
+    assert not (REPO / "data" / "train_data").exists()  # nothing written into the checkout

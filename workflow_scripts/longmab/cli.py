@@ -203,7 +203,32 @@ def _config_run(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="the --configfile files, in order")
+    p.add_argument("--replace-workflow-config", action="store_true", default=None, dest="replace",
+                   help="the files alone (default: when the first file has a paper preset)")
+    p.add_argument("--profile", default=None, help="a Snakemake profile, e.g. profiles/slurm (needs conda)")
+    p.add_argument("--workflow", default=None, help="the workflow folder (default: this checkout)")
+
+
+def _plan_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .plan import format_plan, plan
+
+    repo = Path(args.workflow) if args.workflow else Path(__file__).resolve().parents[2]
+    try:
+        counts, resources, _ = plan(args.configs, repo, args.replace, args.profile)
+    except RuntimeError as exc:
+        print(f"the config was refused:\n{exc}", file=sys.stderr)
+        return 1
+    print(format_plan(counts, resources), end="")
+    return 0
+
+
 register("validate", "check raw training JSONL files (exit 1 on problems)", _validate_args, _validate_run)
+register("plan", "the jobs a config plans (counts and resources per rule), without its data", _plan_args,
+         _plan_run)
 register("config", "show the effective config of a run: every value and the file it came from (or the "
          "schema default), then every problem", _config_args, _config_run)
 register("convert", "convert MuSiQue / HotpotQA files into raw training JSONL", _convert_args, _convert_run)
