@@ -18,13 +18,13 @@ from longmab.config import (
     check_runs,
     coerce_cli_scalars,
     explain_errors,
+    validate_runs,
 )  # noqa: E402
 from longmab.provenance import code_hash, settings_hash  # noqa: E402
 from longmab.runs import (
     TAG_PATTERN,
     build_plan,
     trains,
-    validate_runs,
     warmup_settings,
 )  # noqa: E402
 

@@ -270,7 +270,8 @@ def test_jobs_import_the_workflows_own_library(tmp_path):
     marker = '    write_json(manifest_path, manifest)\n'
     assert marker in text
     stage.write_text(text.replace(marker, '    manifest["library"] = __file__\n' + marker, 1))
-    from longmab.runs import build_plan, validate_runs
+    from longmab.config import validate_runs
+    from longmab.runs import build_plan
 
     cfg = load_config(wd / "config.yaml")
     data_tag = build_plan(cfg, configs=validate_runs(cfg)).runs["embedded"]["data"]

@@ -374,7 +374,7 @@ def test_check_runs_integer_float_in_an_override(base, tmp_path):
 
 
 def test_check_runs_with_validated_run_configs(base, tmp_path):
-    from longmab.runs import validate_runs
+    from longmab.config import validate_runs
 
     cfg = with_(base, "runs", {"a": {"dpo": {"cutoff_len": 100}}, "b": {}})
     filled = validate_config(copy.deepcopy(cfg))

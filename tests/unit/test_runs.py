@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from longmab.config import ConfigError, load_config, validate_config
+from longmab.config import ConfigError, load_config, validate_config, validate_runs
 from longmab.runs import (
     TAG_PATTERN,
     build_plan,
@@ -13,7 +13,6 @@ from longmab.runs import (
     make_tag,
     resolve_runs,
     slug,
-    validate_runs,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,3 +165,12 @@ def test_manifest_lists_runs_and_folders():
     assert m["base_eval"] == plan.base and plan.base in m["stages"]["eval"]
     assert plan.runs_of("eval", plan.base) == ["lm", "sl"]
     assert plan.runs_of("pairs", plan.runs["sl"]["pairs"]) == ["sl"]
+
+
+def test_config_and_runs_do_not_import_each_other_in_a_circle():
+    """runs.py (naming) sits below config.py (validation): it never imports config.py."""
+    import ast
+
+    tree = ast.parse((REPO / "workflow_scripts" / "longmab" / "runs.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "config" not in imported and "errors" in imported

@@ -92,7 +92,8 @@ def test_mbr_embedder_reads_whole_outputs_and_counts_the_cut_ones():
 def test_runs_choose_their_own_mbr_embedder():
     import yaml
     from longmab.config import validate_config
-    from longmab.runs import build_plan, validate_runs
+    from longmab.config import validate_runs
+    from longmab.runs import build_plan
 
     cfg = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     cfg["runs"] = {"own": {"pairs": {"method": "sealong", "sealong": {"mbr_embedder": "org/jina"}}},

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .errors import ConfigError
+from .runs import RESERVED_RUN_NAMES, deep_merge, resolve_runs
 from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names every offending key."""
 
 
 def _with_defaults(validator_class):
@@ -520,8 +519,6 @@ def _check_template(c: dict) -> list[Problem]:
 
 def config_problems(config: dict, basedir: str | Path | None = None, deep: bool = True) -> list[Problem]:
     """Every problem :func:`check_config` reports, as :class:`Problem` objects (keys unprefixed)."""
-    from .runs import RESERVED_RUN_NAMES
-
     base = Path(basedir) if basedir is not None else Path.cwd()
     c = config
     problems: list[Problem] = []
@@ -611,7 +608,7 @@ def check_runs(config: dict, run_configs: dict[str, dict] | None = None, basedir
     config : dict
         The config as given (with or without ``runs:``).
     run_configs : dict, optional
-        Run name -> complete (validated) config, e.g. ``longmab.runs.validate_runs(config)``
+        Run name -> complete (validated) config, e.g. :func:`validate_runs`
         (default: computed here).
     """
     schema = load_schema()
@@ -619,8 +616,6 @@ def check_runs(config: dict, run_configs: dict[str, dict] | None = None, basedir
         lines = explain_errors(config, schema)
         if lines:
             return lines
-        from .runs import validate_runs
-
         try:
             run_configs = validate_runs(validate_config(copy.deepcopy(config), schema), schema)
         except ConfigError as exc:
@@ -652,8 +647,6 @@ def effective_config(files: list[str | Path], replace: bool = False, base: str |
     """The config a Snakemake run gets from ``--configfile files`` (merged over ``base``, the
     workflow's config.yaml, unless ``replace``: ``--replace-workflow-config``), with the schema's
     defaults filled; and for every leaf key (dotted) the file that set it, or ``"default"``."""
-    from .runs import deep_merge
-
     schema = schema if schema is not None else load_schema()
     paths = ([] if replace else [Path(base) if base else Path(__file__).resolve().parents[2] / "config.yaml"])
     paths += [Path(f) for f in files]
@@ -704,3 +697,25 @@ def show_config(files: list[str | Path], replace: bool = False, base: str | Path
 
     walk(full)
     return "\n".join(lines) + "\n"
+
+
+def validate_runs(config: dict, schema: dict | None = None) -> dict[str, dict]:
+    """:func:`longmab.runs.resolve_runs`, each run's merged config validated against the schema
+    (defaults filled).
+
+    ``config`` itself must be valid already. A bad override is reported with its full key, e.g.
+    ``config key 'runs.ablate.rollout.top_k': 0 is less than the minimum of 1``.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem of every run.
+    """
+    configs = resolve_runs(config)
+    problems: list[str] = []
+    if config.get("runs"):
+        for name, merged in configs.items():
+            problems += explain_errors(merged, schema, prefix=f"runs.{name}.")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return {name: validate_config(merged, schema) for name, merged in configs.items()}

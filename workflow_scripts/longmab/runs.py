@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
 from .provenance import settings_hash
 
 #: Top-level keys a run may override.
@@ -116,29 +116,6 @@ def resolve_runs(config: Mapping) -> dict[str, dict]:
         merged["run"] = name
         out[name] = merged
     return out
-
-
-def validate_runs(config: Mapping, schema: dict | None = None) -> dict[str, dict]:
-    """:func:`resolve_runs`, each run's merged config validated against the schema (defaults filled).
-
-    ``config`` itself must be valid already. A bad override is reported with its full key, e.g.
-    ``config key 'runs.ablate.rollout.top_k': 0 is less than the minimum of 1``.
-
-    Raises
-    ------
-    ConfigError
-        Listing every problem of every run.
-    """
-    from .config import explain_errors, validate_config
-
-    configs = resolve_runs(config)
-    problems: list[str] = []
-    if config.get("runs"):
-        for name, merged in configs.items():
-            problems += explain_errors(merged, schema, prefix=f"runs.{name}.")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    return {name: validate_config(merged, schema) for name, merged in configs.items()}
 
 
 def _template_digest(text: str) -> str:
