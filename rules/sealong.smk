@@ -49,6 +49,7 @@ rule mbr:
     params:
         embedder=P("mbr", "embedder"),
         max_seq_length=P("mbr", "max_seq_length"),
+        min_seq_length=P("mbr", "min_seq_length"),
         encode_kwargs=P("mbr", "encode_kwargs", default={}),
         trust_remote_code=config["models"]["trust_remote_code"],
         code=CODE["mbr"],

@@ -13,6 +13,7 @@ def main(smk):
     # whole outputs, no query prefix (SeaLong embeds the outputs themselves)
     encode = load_encoder(str(smk.input.embedder[0]) if smk.input.get("embedder") else p.embedder,
                           trust_remote_code=p.trust_remote_code, max_seq_length=p.max_seq_length,
+                          min_seq_length=p.min_seq_length,
                           encode_kwargs=p.encode_kwargs, counts=counts) if rows else None
     scored = score_sealong(rows, encode)
     write_jsonl(smk.output[0], scored)

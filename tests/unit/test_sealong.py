@@ -87,6 +87,9 @@ def test_mbr_embedder_reads_whole_outputs_and_counts_the_cut_ones():
     counts.clear()
     load_encoder("embedded", device="cpu", max_seq_length=64, counts=counts)([short, "x " * 100])
     assert counts["cut"] == 1 and counts["max_seq_length"] == 64
+    counts.clear()  # "at least 128": MiniLM's own 256 stays
+    load_encoder("embedded", device="cpu", min_seq_length=128, counts=counts)([short])
+    assert counts["max_seq_length"] == 256
 
 
 def test_runs_choose_their_own_mbr_embedder():
@@ -101,5 +104,6 @@ def test_runs_choose_their_own_mbr_embedder():
     plan = build_plan(cfg, configs=validate_runs(cfg))
     mbr = {r: plan.stages["mbr"][plan.runs[r]["mbr"]] for r in ("own", "shared")}
     assert mbr["own"]["embedder"] == "org/jina" and mbr["shared"]["embedder"] == "embedded"
-    assert mbr["shared"]["max_seq_length"] == cfg["pairs"]["sealong"]["max_tokens"] + 32
+    assert mbr["shared"]["max_seq_length"] is None
+    assert mbr["shared"]["min_seq_length"] == cfg["pairs"]["sealong"]["max_tokens"] + 32
     assert "prefix" not in mbr["own"] and plan.runs["own"]["sealong"] == plan.runs["shared"]["sealong"]

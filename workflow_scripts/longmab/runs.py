@@ -382,7 +382,8 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
         embedder, revision = mbr_embedder(c)
         tags["mbr"] = plan.add("mbr", slug(embedder, "embedder"), {
             "sealong": tags["sealong"], "embedder": embedder, "revision": revision,
-            "max_seq_length": s.get("mbr_max_seq_length") or s["max_tokens"] + 32,
+            # an explicit length, or (None) at least the outputs' budget: max_tokens + 32
+            "max_seq_length": s.get("mbr_max_seq_length"), "min_seq_length": s["max_tokens"] + 32,
             "encode_kwargs": dict(s.get("mbr_encode_kwargs") or {})})
         tags["pairs"] = plan.add("pairs", name, {"mbr": tags["mbr"], "method": method,
                                                  "instruction": instruction, **common_pairs})

@@ -71,7 +71,7 @@ def embedder_limit(model) -> int | None:
 
 def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code: bool = False,
                  max_seq_length: int | None = None, encode_kwargs: dict | None = None,
-                 counts: dict | None = None) -> Encoder:
+                 counts: dict | None = None, min_seq_length: int | None = None) -> Encoder:
     """A sentence-transformers encoder (no instruction prefix; normalization happens in cosine_values).
 
     Note: all-MiniLM-L6-v2 has max_seq_length 256 word pieces; longer chunks are truncated when
@@ -87,9 +87,13 @@ def load_encoder(name_or_path: str, device: str | None = None, trust_remote_code
     # cuda when the job has a usable GPU; a clear error when it asked for one and cannot use it
     device = device or check_gpu_job()
     model = SentenceTransformer(str(path), device=device, trust_remote_code=trust_remote_code)
-    if max_seq_length:
+    # max_seq_length: exactly that many tokens; min_seq_length: at least that many (the model's own
+    # default when larger); both capped at what the position embeddings allow
+    want = int(max_seq_length) if max_seq_length else (
+        max(int(min_seq_length), int(model.max_seq_length or 0)) if min_seq_length else None)
+    if want:
         limit = embedder_limit(model)
-        model.max_seq_length = min(int(max_seq_length), limit) if limit else int(max_seq_length)
+        model.max_seq_length = min(want, limit) if limit else want
     log.info("embedder %s (max_seq_length %s)", name_or_path, model.max_seq_length)
     kwargs = dict(encode_kwargs or {})
 
