@@ -156,7 +156,9 @@ def test_embedded_runs_share_one_format_warmup(workdir):
 def test_ablations_config_plans_the_papers_matrix(workdir):
     proc = run_snakemake(workdir, "-n", "--configfile", "configs/ablations.yaml")
     counts = dry_run_counts(proc)
-    assert counts["eval"] == 7 and counts["dpo_train"] == 6 and counts["sealong"] == counts["probe"], counts
+    # 7 runs (sealong and sealong-orpo share SeaLong's samples and MBR scores) + base
+    assert counts["eval"] == 8 and counts["dpo_train"] == 7 and counts["sealong"] == counts["probe"], counts
+    assert counts["mbr"] == counts["sealong"] and counts["pairs"] == 7, counts
     assert "results/tables/ablations/data_quality.md" in proc.stdout
 
 
