@@ -15,9 +15,8 @@ prefer_library(WORKFLOW_SCRIPTS)
 
 from longmab.config import (
     ConfigError,
-    check_runs,
+    all_problems,
     coerce_cli_scalars,
-    explain_errors,
     validate_runs,
 )  # noqa: E402
 from longmab.provenance import code_hash, settings_hash  # noqa: E402
@@ -29,22 +28,18 @@ from longmab.runs import (
 )  # noqa: E402
 
 # `--config 'rollout={rounds: 4}'` hands nested values over as strings: read them as the numbers /
-# booleans the schema wants. Bad keys and values fail here, before any job, naming the key (our
-# messages; then snakemake.utils.validate fills the schema's defaults).
+# booleans the schema wants. Then every problem at once, before any job, each named by its key and
+# value: the schema's (bad keys and values), then what it cannot express (files, sample counts,
+# values that contradict each other; file contents are read in the main process only).
 coerce_cli_scalars(config)
-_problems = explain_errors(config)
+_problems = all_problems(config, deep=workflow.is_main_process)
 if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
-validate(config, "../schemas/config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml")  # fills the schema's defaults
 try:
     RUN_CONFIGS = validate_runs(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-# What the schema cannot express (files, sample counts, values that contradict each other), before
-# any job, each problem named by its key and value; file contents are read in the main process only.
-_problems = check_runs(config, RUN_CONFIGS, deep=workflow.is_main_process)
-if _problems:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 
 
 # The version of the library code each rule script runs (its import closure, docstrings and

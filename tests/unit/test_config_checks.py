@@ -452,3 +452,17 @@ def test_config_show_names_every_source(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"rollout.rounds: 3  # {my}" in out and "rollout.top_k: 2  # " in out
     assert "tables.confidence: 0.95  # default" in out
+
+
+def test_all_problems_in_one_pass(base, tmp_path):
+    """Four mistakes of different kinds (a bad value, an unknown key, a run's bad override, a missing
+    file) are reported together, each once."""
+    from longmab.config import all_problems
+
+    cfg = with_(with_(base, "rollout.rounds", "x"), "chunking.bogus", 1)
+    cfg = with_(cfg, "data.train", "data/missing.jsonl")
+    cfg["runs"] = {"a": {"rollout": {"top_k": 0}}}
+    lines = all_problems(cfg, basedir=tmp_path)
+    keys = [ln.split("'", 2)[1] for ln in lines]
+    assert sorted(keys) == ["chunking.bogus", "data.train", "rollout.rounds", "runs.a.rollout.top_k"], lines
+    assert all_problems(base, basedir=tmp_path) == []

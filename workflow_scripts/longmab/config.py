@@ -719,3 +719,50 @@ def validate_runs(config: dict, schema: dict | None = None) -> dict[str, dict]:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return {name: validate_config(merged, schema) for name, merged in configs.items()}
+
+
+def _drop_key(config: dict, dotted: str) -> None:
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if not isinstance(node, dict) or part not in node:
+            return
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+def all_problems(config: dict, basedir: str | Path | None = None, deep: bool = True,
+                 schema: dict | None = None) -> list[str]:
+    """Every problem of ``config`` in one pass: the schema's (the config's and each run's
+    overrides'), then the checks that need valid types (files, sample counts, contradictions), run
+    on a copy without the keys the schema refused (their defaults instead), so that one config with
+    four mistakes reports four lines, not one at a time. ``[]``: the config is good."""
+    schema = schema if schema is not None else load_schema()
+    lines = explain_errors(config, schema)
+    try:
+        configs = resolve_runs(config)
+    except ConfigError as exc:
+        return lines + [str(exc)]
+    base_keys = {ln.split("'", 2)[1] for ln in lines if ln.startswith("config key '")}
+    if config.get("runs"):
+        for name, merged in configs.items():
+            prefix = f"runs.{name}."
+            for ln in explain_errors(merged, schema, prefix=prefix):
+                key = ln.split("'", 2)[1][len(prefix):]
+                if key not in base_keys and ln not in lines:  # a run's own override, not the shared value
+                    lines.append(ln)
+    bad = [ln.split("'", 2)[1] for ln in lines if ln.startswith("config key '")]
+    repaired = copy.deepcopy(config)
+    for key in bad:
+        _drop_key(repaired, key)
+    try:
+        repaired = validate_config(repaired, schema)
+        run_configs = validate_runs(repaired, schema)
+    except ConfigError:
+        return lines  # the schema's problems hide the rest; they come first
+    for line in check_runs(repaired, run_configs, basedir=basedir, deep=deep):
+        key = line.split("'", 2)[1] if line.startswith("config key '") else ""
+        if line not in lines and not any(key == b or key.startswith(b + ".") for b in bad):
+            lines.append(line)
+    return lines
