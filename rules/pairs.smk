@@ -22,6 +22,7 @@ rule pairs:
         instruction=lambda wc: run_config("pairs")(wc)["pairs"]["sealong"][
             "instruction"
         ],
+        prompt_mode=lambda wc: run_config("pairs")(wc)["pairs"]["sealong"]["prompt"],
         prompts=config["prompts"],
         seed=P("pairs", "seed"),
         truncate=P("pairs", "truncate", default=False),

@@ -22,6 +22,7 @@ rule sealong:
         instruction=lambda wc: run_config("sealong")(wc)["pairs"]["sealong"][
             "instruction"
         ],
+        prompt_mode=lambda wc: run_config("sealong")(wc)["pairs"]["sealong"]["prompt"],
         prompts=config["prompts"],
         seed=P("sealong", "seed"),
         code=CODE["sealong"],

@@ -44,7 +44,8 @@ def main(smk):
     if p.method == "sealong":
         rows = [r for path in smk.input.scored for r in read_jsonl(path)]
         pairs, pair_stats = build_sealong_pairs(rows, templates, encode, decode, p.max_prompt_length,
-                                                p.reserve_tokens, p.instruction, p.seed, p.subem)
+                                                p.reserve_tokens, p.instruction, p.seed, p.subem,
+                                                prompt_mode=p.prompt_mode)
         stage = [read_json(path) for path in smk.input.stage_stats]
         stats.update({"probes_kept": None, "probes_dropped": None, "probe_dropped_ids": [],
                       "engine_seconds": sum(s["seconds_engine"] for s in stage)})

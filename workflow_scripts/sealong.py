@@ -19,7 +19,7 @@ def main(smk):
                          vllm=engine_settings(smk.config, "sealong")["vllm"])
     try:
         rows, stats = sample_sealong(samples, engine, load_templates(p.prompts), sampling, s["n"], p.instruction,
-                                     p.seed, max_model_len=p.engine["max_model_len"])
+                                     p.seed, max_model_len=p.engine["max_model_len"], prompt_mode=p.prompt_mode)
     finally:
         engine.close()
     write_jsonl(smk.output.samples, rows)

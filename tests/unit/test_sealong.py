@@ -107,3 +107,60 @@ def test_runs_choose_their_own_mbr_embedder():
     assert mbr["shared"]["max_seq_length"] is None
     assert mbr["shared"]["min_seq_length"] == cfg["pairs"]["sealong"]["max_tokens"] + 32
     assert "prefix" not in mbr["own"] and plan.runs["own"]["sealong"] == plan.runs["shared"]["sealong"]
+
+
+def test_sealong_prompt_mode_uses_sealongs_own_prompt_and_whole_output_subem():
+    """pairs.sealong.prompt: sealong = SEALONG's prompt (context, blank line, question, instruction;
+    nothing of our template) for sampling and pairs; the logged SubEM reads the whole output."""
+    from longmab.prompts import load_templates
+    from longmab.sealong import SEALONG_PROMPT, sealong_templates
+
+    ours = load_templates()
+    theirs = sealong_templates(ours, "sealong")
+    assert theirs["answer"] == SEALONG_PROMPT and sealong_templates(ours, "ours") == ours
+    with pytest.raises(ValueError, match="unknown SeaLong prompt mode"):
+        sealong_templates(ours, "plain")
+    rows = [{"id": "s1", "input": "Who?", "answer": "Ada", "context": "Passage 1:\nAda wrote it.",
+             "responses": ["It was Ada, plainly.", "Nobody knows.", "Bob did it.", "Ada? Maybe Bob."],
+             "mbr": [0.9, 0.1, 0.2, 0.8]}]
+
+    def words(s):
+        return s.split(" ")
+
+    def unwords(ids):
+        return " ".join(ids)
+
+    for mode, subem in (("sealong", 1.0), ("ours", 0.0)):  # no answer line: ours scores 0
+        pairs, stats = build_sealong_pairs(rows, ours, words, unwords, 200, 8, "Plan first.", 3,
+                                           prompt_mode=mode)
+        assert stats["prompt_mode"] == mode and pairs[0]["chosen"] == "It was Ada, plainly."
+        assert pairs[0]["chosen_subem"] == subem
+    prompt = build_sealong_pairs(rows, ours, words, unwords, 200, 8, "Plan first.", 3,
+                                 prompt_mode="sealong")[0][0]["prompt"]
+    assert prompt == "\nPassage 1:\nAda wrote it.\n\nWho?\nPlan first.\n"
+
+
+def test_sample_sealong_sends_the_prompt_of_its_mode(tmp_path):
+    """A real (tiny random) transformers engine: in sealong mode the conversation is SEALONG's
+    prompt alone; in ours mode our answer template wraps the same question."""
+    from longmab.engine import HFEngine, SamplingConfig
+    from longmab.gpucheck import build_tiny_llama, byte_level_chatml_tokenizer
+    from longmab.prompts import load_templates
+    from longmab.sealong import SEALONG_PROMPT
+    from longmab.stages.sealong import sample_sealong
+
+    byte_level_chatml_tokenizer().save_pretrained(tmp_path / "tok")
+    model = build_tiny_llama(tmp_path / "model", seed=0, tokenizer_dir=tmp_path / "tok")
+    engine = HFEngine(str(model), dtype="float32", max_model_len=None, seed=0)
+    sample = {"id": "s1", "input": "Who?", "answer": "Ada", "context": "Passage 1:\nAda wrote it."}
+    sampling = SamplingConfig(temperature=0.7, top_p=1.0, presence_penalty=0.0, max_tokens=3)
+    templates = load_templates()
+    tokens = {}
+    for mode in ("sealong", "ours"):
+        rows, stats = sample_sealong([sample], engine, templates, sampling, 3, "Plan first.", 1, prompt_mode=mode)
+        assert len(rows[0]["responses"]) == 3 and stats["generations"] == 3
+        tokens[mode] = rows[0]["prompt_tokens"]
+    want = SEALONG_PROMPT.format(context=sample["context"], question="Who?\nPlan first.")
+    assert tokens["sealong"] == engine.count_tokens(want)
+    ours = templates["answer"].format(context=sample["context"], question="Who?\nPlan first.")
+    assert tokens["ours"] == engine.count_tokens(ours) > tokens["sealong"]

@@ -378,7 +378,8 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
         tags["sealong"] = plan.add("sealong", f"n{s['n']}", {
             "data": tags["data"], "engine": engine,
             "sampling": {k: s[k] for k in ("n", "temperature", "top_p", "presence_penalty", "max_tokens")},
-            "instruction": instruction, "template": answer, "seed": seed})
+            "instruction": instruction, "template": answer, "seed": seed,
+            **({"prompt": s["prompt"]} if s.get("prompt", "ours") != "ours" else {})})
         embedder, revision = mbr_embedder(c)
         tags["mbr"] = plan.add("mbr", slug(embedder, "embedder"), {
             "sealong": tags["sealong"], "embedder": embedder, "revision": revision,
@@ -386,7 +387,9 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
             "max_seq_length": s.get("mbr_max_seq_length"), "min_seq_length": s["max_tokens"] + 32,
             "encode_kwargs": dict(s.get("mbr_encode_kwargs") or {})})
         tags["pairs"] = plan.add("pairs", name, {"mbr": tags["mbr"], "method": method,
-                                                 "instruction": instruction, **common_pairs})
+                                                 "instruction": instruction, **common_pairs,
+                                                 **({"prompt": s["prompt"]} if s.get("prompt", "ours") != "ours"
+                                                    else {})})
     else:  # pragma: no cover - the schema's enum
         raise ConfigError(f"config key 'pairs.method': unknown method {method!r} (expected {PAIR_METHODS})")
     return _plan_training(plan, name, c, dpo_code, tags)

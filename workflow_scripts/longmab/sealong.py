@@ -77,3 +77,19 @@ def select_sealong_pair(scores: Sequence[float], rng: np.random.Generator) -> tu
 def sealong_question(question: str, instruction: str) -> str:
     """The question as SeaLong asks it: the instruction on a new line after it (none if empty)."""
     return f"{question}\n{instruction}".strip() if instruction else question
+
+
+#: SEALONG's sampling prompt (its prompts.py "eval_longbench_qa", filled as synthesize.py fills it):
+#: the context, a blank line, the question with the instruction on the next line; nothing else.
+SEALONG_PROMPT = "\n{context}\n\n{question}\n"
+#: ``pairs.sealong.prompt``: ``ours`` = our answer template around SeaLong's question (the row is
+#: scored like every other row); ``sealong`` = SEALONG's own prompt (answers are free text, scored
+#: the way SEALONG's evaluation scores them: SubEM over the whole output).
+PROMPT_MODES = ("ours", "sealong")
+
+
+def sealong_templates(templates: dict, mode: str) -> dict:
+    """``templates`` with the answer template SeaLong samples and pairs with in ``mode``."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"unknown SeaLong prompt mode {mode!r} (expected one of {PROMPT_MODES})")
+    return dict(templates) if mode == "ours" else {**templates, "answer": SEALONG_PROMPT}

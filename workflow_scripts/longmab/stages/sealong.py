@@ -24,7 +24,7 @@ from ..logs import get_logger
 from ..metrics import extract_answer, strict_reward, sub_exact_match
 from ..pairs import build_pair_prompt
 from ..prompts import render_answer
-from ..sealong import mbr_scores, sealong_question, select_sealong_pair
+from ..sealong import mbr_scores, sealong_question, sealong_templates, select_sealong_pair
 from ..seeds import derive_seed, rng_for
 from .evaluate import chat_overhead, fit_context
 
@@ -40,8 +40,10 @@ def sample_sealong(
     instruction: str,
     seed: int,
     max_model_len: int | None = None,
+    prompt_mode: str = "ours",
 ) -> tuple[list[dict], dict]:
-    """Sample ``n`` outputs per sample in one engine call.
+    """Sample ``n`` outputs per sample in one engine call (``prompt_mode``: our answer template
+    around SeaLong's question, or SEALONG's own prompt, :func:`longmab.sealong.sealong_templates`).
 
     Returns
     -------
@@ -53,6 +55,7 @@ def sample_sealong(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    templates = sealong_templates(templates, prompt_mode)
     tok = engine.tokenizer
     budget = None
     if max_model_len:
@@ -115,13 +118,21 @@ def build_sealong_pairs(
     instruction: str,
     seed: int,
     subem: str = "char",
+    prompt_mode: str = "ours",
 ) -> tuple[list[dict], dict]:
-    """Return (pair rows, stats) from MBR-scored rows.
+    """Return (pair rows, stats) from MBR-scored rows. The pair prompt is the sampling prompt of
+    ``prompt_mode``; the logged SubEM reads the extracted answer (``ours``) or, as SEALONG's
+    evaluation does, the whole output (``sealong``).
 
     Pair rows have the LongMab-PO pair contract (``id, input, answer, prompt, chosen, rejected,
     chosen_reward, rejected_reward, indices``; the rewards are the strict rewards of method.md §6,
     for comparison only) plus ``chosen_mbr``, ``rejected_mbr``, ``chosen_subem``, ``rejected_subem``.
     """
+    templates = sealong_templates(templates, prompt_mode)
+
+    def logged_subem(output: str, gold) -> float:
+        return sub_exact_match(output if prompt_mode == "sealong" else extract_answer(output), gold, subem)
+
     pairs, ties, distinct = [], [], []
     for row in rows:
         responses, scores = row["responses"], row["mbr"]
@@ -140,12 +151,13 @@ def build_sealong_pairs(
             "chosen_reward": strict_reward(responses[ci], row["answer"], subem),
             "rejected_reward": strict_reward(responses[ri], row["answer"], subem),
             "indices": [ci, ri], "chosen_mbr": scores[ci], "rejected_mbr": scores[ri],
-            "chosen_subem": sub_exact_match(extract_answer(responses[ci]), row["answer"], subem),
-            "rejected_subem": sub_exact_match(extract_answer(responses[ri]), row["answer"], subem),
+            "chosen_subem": logged_subem(responses[ci], row["answer"]),
+            "rejected_subem": logged_subem(responses[ri], row["answer"]),
         })
     all_rewards = [strict_reward(r, row["answer"], subem) for row in rows for r in row["responses"]]
     stats = {
         "method": "sealong",
+        "prompt_mode": prompt_mode,
         "rollout_samples": len(rows),
         "pairs": len(pairs),
         "ties_skipped": len(ties),
