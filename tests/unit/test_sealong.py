@@ -1,10 +1,12 @@
 """SeaLong baseline (method.md §10): MBR scores and pair selection on hand-computed cases."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from longmab.sealong import mbr_scores, sealong_question, select_sealong_pair
 from longmab.stages.sealong import build_sealong_pairs, score_sealong
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,8 +96,7 @@ def test_mbr_embedder_reads_whole_outputs_and_counts_the_cut_ones():
 
 def test_runs_choose_their_own_mbr_embedder():
     import yaml
-    from longmab.config import validate_config
-    from longmab.config import validate_runs
+    from longmab.config import validate_config, validate_runs
     from longmab.runs import build_plan
 
     cfg = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
@@ -164,3 +165,37 @@ def test_sample_sealong_sends_the_prompt_of_its_mode(tmp_path):
     assert tokens["sealong"] == engine.count_tokens(want)
     ours = templates["answer"].format(context=sample["context"], question="Who?\nPlan first.")
     assert tokens["ours"] == engine.count_tokens(ours) > tokens["sealong"]
+
+
+GOLDEN = json.loads((REPO / "tests" / "fixtures" / "sealong_golden.json").read_text())
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=[f"{c['kind']}-n{len(c['predictions'])}" for c in GOLDEN["cases"]])
+def test_selection_matches_sealongs_own_code_case_by_case(case):
+    """tests/fixtures/sealong_golden.json: SEALONG's synthesize.py run unmodified on fixed embeddings
+    (tests/fixtures/sealong_golden.py). Same MBR scores up to SEALONG's constant self-similarity
+    term, the same chosen output, a rejected output from the same lower half. The one intended
+    difference: we L2-normalise the embeddings (cosine), SEALONG takes raw dot products, which is the
+    same for the normalised embeddings jina-embeddings-v3 returns; on raw-scale embeddings we equal
+    SEALONG's code applied to the normalised rows."""
+    emb = np.asarray(case["embeddings"])
+    n = len(emb)
+    ours = mbr_scores(emb)
+    theirs = np.asarray(case["mbr_scores"])
+    if case["kind"].startswith("normalized"):
+        np.testing.assert_allclose((ours * (n - 1) + 1.0) / n, theirs, atol=1e-12)
+        reference = theirs
+    else:  # intended: cosine, not raw dot products
+        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        reference = (unit @ unit.T).mean(1)
+        np.testing.assert_allclose((ours * (n - 1) + 1.0) / n, reference, atol=1e-12)
+        assert not np.allclose(reference, theirs)
+    chosen, rejected = select_sealong_pair(ours, np.random.default_rng(0))
+    if case["kind"].startswith("normalized"):
+        assert chosen == case["chosen_index"]
+        assert set(np.argsort(ours, kind="stable")[: n // 2]) == set(case["rejected_pool"])
+        assert rejected in case["rejected_pool"] and case["rejected_index"] in case["rejected_pool"]
+    else:
+        assert chosen == int(np.argmax(reference))
+    draws = {select_sealong_pair(ours, np.random.default_rng(s))[1] for s in range(200)}
+    assert draws == set(np.argsort(ours, kind="stable")[: n // 2].tolist())  # uniform over the lower half
