@@ -82,6 +82,15 @@ def test_rollout_key_reruns_rollout_and_downstream(run_copy, change):
     assert planned(run_copy, {"rollout": change}) == with_manifest(expected)
 
 
+def test_a_command_line_override_reruns_exactly_what_the_file_would(run_copy):
+    """`--config 'rollout={rounds: 2}'`: Snakemake hands the 2 over as a string; it is read as the
+    integer the schema wants and plans exactly the jobs of the same change made in a file."""
+    from_file = planned(run_copy, {"rollout": {"rounds": 2}})
+    from_cli = dry_run_counts(run_snakemake(run_copy, "-n", "--configfile", "tiny.yaml",
+                                            "--config", "rollout={rounds: 2}"))
+    assert from_cli == from_file and from_cli.get("rollout"), (from_cli, from_file)
+
+
 def test_chunk_size_reruns_from_probe_on(run_copy):
     expected = downstream_of(run_copy, "probe")
     assert {"probe", "embed", "rollout", "pairs"} <= set(expected) and "data" not in expected
