@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,18 +23,9 @@ import time
 from pathlib import Path
 
 import yaml
+from longmab.plan import copy_workflow, write_placeholder_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "rules", "workflow_scripts", "schemas", "envs", "config.yaml", "configs", "profiles", "report"]
-
-
-def make_workdir(dest: Path) -> None:
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
 
 
 def write_inputs(dest: Path, config: dict, n: int) -> None:
@@ -47,10 +37,7 @@ def write_inputs(dest: Path, config: dict, n: int) -> None:
             json.dumps({"id": str(i), "input": f"question {i}?", "answer": "x", "context": context}) + "\n"
             for i in range(n)
         )
-    for bench in config["eval"]["benchmarks"].values():
-        path = dest / bench["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"input": "q?", "context": "c.", "answers": ["a"], "_id": "0"}) + "\n")
+    write_placeholder_inputs(dest, config)  # the benchmark files, one row in each one's format
 
 
 def total_jobs(output: str) -> int:
@@ -70,7 +57,7 @@ def main(argv=None) -> int:
     times = []
     with tempfile.TemporaryDirectory(prefix="dryrun-scale-") as tmp:
         work = Path(tmp)
-        make_workdir(work)
+        copy_workflow(REPO, work)
         write_inputs(work, config, args.samples)
         cmd = [str(snakemake), "-n", "--cores", "1", "--configfile", args.config, "--replace-workflow-config"]
         print(f"workdir {work}: {args.samples} samples, {config['data']['shards']} shards; {' '.join(cmd[1:])}")

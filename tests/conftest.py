@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from longmab.plan import WORKFLOW_PARTS, copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY = ["Snakefile", "rules", "workflow_scripts", "schemas", "envs", "data", "config.yaml", "configs", "profiles", "report"]
+COPY = (*WORKFLOW_PARTS, "data")
 
 
 def snakemake_env() -> dict:
@@ -26,13 +27,7 @@ def snakemake_env() -> dict:
 
 def make_workdir(dest: Path) -> Path:
     """A copy of the workflow (no results/, no .venv) in ``dest``; reuses a built embedded model."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    copy_workflow(REPO, dest, COPY)
     model = Path(os.environ.get("LONGMAB_TEST_MODEL", REPO / "results" / "models" / "policy"))
     if (model / "config.json").exists():
         (dest / "results" / "models").mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,12 @@ def test_pairs_vs_rounds_reads_a_finished_rollout(tiny_run, tmp_path):
     assert all(a["pairs"] <= b["pairs"] for a, b in zip(table, table[1:]))  # more rounds never lose a pair
     stats = json.loads((tiny_run / manifest["runs"]["tiny"]["pairs"] / "stats.json").read_text())
     assert table[-1]["pairs"] == stats["pairs"]
+
+
+def test_dryrun_scale_bench_plans_the_paper_dag():
+    """bench/dryrun_scale.py on tiny arguments: one dry run of the paper config with 100 samples."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "dryrun_scale.py"), "--samples", "100",
+                           "--repeat", "1"], capture_output=True, text=True, env=snakemake_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "run 1: " in proc.stdout and "1147 jobs planned" in proc.stdout  # 1,146 + rule all
+    assert "dry run at paper scale: min" in proc.stdout

@@ -1,5 +1,4 @@
 """Rule `eval`: one model, every benchmark, one engine load (thin adapter)."""
-import hashlib
 from pathlib import Path
 
 from longmab.benchmarks import load_benchmark
@@ -7,7 +6,7 @@ from longmab.engine import SamplingConfig, engine_settings, make_engine, set_cha
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
-from longmab.provenance import describe_model, provenance_record
+from longmab.provenance import describe_model, file_sha256, provenance_record
 from longmab.stages.evaluate import evaluate
 
 
@@ -41,8 +40,7 @@ def main(smk):
     if p.adapter:  # a trained or external row: the LoRA adapter its merged model was made from
         described["adapter"] = describe_model(p.adapter)
     if template is not None:
-        described["chat_template"] = {"path": p.chat_template,
-                                      "sha256": hashlib.sha256(template.encode("utf-8")).hexdigest()}
+        described["chat_template"] = {"path": p.chat_template, "sha256": file_sha256(p.chat_template)}
     prov = provenance_record(model=described, workflow_dir=smk.scriptdir, **p.provenance)
     for name, preds_path, metrics_path in zip(names, smk.output.preds, smk.output.metrics):
         write_jsonl(preds_path, preds[name])

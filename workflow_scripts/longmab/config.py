@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator, validators
 
 from .errors import ConfigError
 from .runs import RESERVED_RUN_NAMES, deep_merge, resolve_runs
-from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -105,8 +105,6 @@ def coerce_cli_scalars(config: dict, schema: dict | None = None) -> list[str]:
     allow a string at that key and the parsed value has an allowed type. Edits ``config`` in place
     (also inside ``runs:`` overrides, checked against the same sections); returns the keys changed.
     """
-    import yaml
-
     schema = schema if schema is not None else load_schema()
     changed: list[str] = []
 
@@ -642,6 +640,15 @@ def ensure_valid(config: dict, run_configs: dict[str, dict] | None = None, based
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
 
+def _leaves(node: Any, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a nested mapping (an empty mapping is a leaf)."""
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
 def effective_config(files: list[str | Path], replace: bool = False, base: str | Path | None = None,
                      schema: dict | None = None) -> tuple[dict, dict[str, str]]:
     """The config a Snakemake run gets from ``--configfile files`` (merged over ``base``, the
@@ -652,31 +659,17 @@ def effective_config(files: list[str | Path], replace: bool = False, base: str |
     paths += [Path(f) for f in files]
     merged: dict = {}
     sources: dict[str, str] = {}
-
-    def note(node: Any, source: str, prefix: str = "") -> None:
-        if isinstance(node, dict) and node and prefix.count(".") < 8:
-            for k, v in node.items():
-                note(v, source, f"{prefix}{k}.")
-        else:
-            key = prefix[:-1]
-            for old in [k for k in sources if k.startswith(key + ".")]:
-                del sources[old]  # a whole mapping replaced by a scalar
-            sources[key] = source
-
     for path in paths:
         data = yaml.safe_load(path.read_text()) or {}
         merged = deep_merge(merged, data)
-        note(data, str(path))
+        for key, _ in _leaves(data):
+            for old in [k for k in sources if k.startswith(key + ".")]:
+                del sources[old]  # a whole mapping replaced by a scalar
+            sources[key] = str(path)
     full = validate_config(copy.deepcopy(merged), schema)
-
-    def fill(node: Any, prefix: str = "") -> None:
-        if isinstance(node, dict) and node and prefix.count(".") < 8:
-            for k, v in node.items():
-                fill(v, f"{prefix}{k}.")
-        elif not any(prefix[:-1] == k or prefix[:-1].startswith(k + ".") for k in sources):
-            sources[prefix[:-1]] = "default"
-
-    fill(full)
+    for key, _ in _leaves(full):
+        if not any(key == k or key.startswith(k + ".") for k in sources):
+            sources[key] = "default"
     return full, sources
 
 
@@ -684,18 +677,10 @@ def show_config(files: list[str | Path], replace: bool = False, base: str | Path
     """One line per value of the effective config: ``key: value  # source``."""
     full, sources = effective_config(files, replace, base)
     lines = []
-
-    def walk(node: Any, prefix: str = "") -> None:
-        if isinstance(node, dict) and node and prefix.count(".") < 8:
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            key = prefix[:-1]
-            src = sources.get(key) or next((v for k, v in sources.items() if key.startswith(k + ".")), "default")
-            lines.append(f"{key}: {yaml.safe_dump(node, default_flow_style=True, width=10**6).strip().removesuffix(chr(10) + '...')}"
-                         f"  # {src}")
-
-    walk(full)
+    for key, value in _leaves(full):
+        src = sources.get(key) or next((v for k, v in sources.items() if key.startswith(k + ".")), "default")
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+        lines.append(f"{key}: {text}  # {src}")
     return "\n".join(lines) + "\n"
 
 
@@ -732,6 +717,11 @@ def _drop_key(config: dict, dotted: str) -> None:
         node.pop(last, None)
 
 
+def _line_key(line: str) -> str:
+    """The dotted key of a ``config key 'a.b': ...`` problem line ("" for any other line)."""
+    return line.split("'", 2)[1] if line.startswith("config key '") else ""
+
+
 def all_problems(config: dict, basedir: str | Path | None = None, deep: bool = True,
                  schema: dict | None = None) -> list[str]:
     """Every problem of ``config`` in one pass: the schema's (the config's and each run's
@@ -744,15 +734,14 @@ def all_problems(config: dict, basedir: str | Path | None = None, deep: bool = T
         configs = resolve_runs(config)
     except ConfigError as exc:
         return lines + [str(exc)]
-    base_keys = {ln.split("'", 2)[1] for ln in lines if ln.startswith("config key '")}
+    base_keys = {_line_key(ln) for ln in lines}
     if config.get("runs"):
         for name, merged in configs.items():
             prefix = f"runs.{name}."
             for ln in explain_errors(merged, schema, prefix=prefix):
-                key = ln.split("'", 2)[1][len(prefix):]
-                if key not in base_keys and ln not in lines:  # a run's own override, not the shared value
+                if _line_key(ln)[len(prefix):] not in base_keys and ln not in lines:  # the run's own override
                     lines.append(ln)
-    bad = [ln.split("'", 2)[1] for ln in lines if ln.startswith("config key '")]
+    bad = [key for key in map(_line_key, lines) if key]
     repaired = copy.deepcopy(config)
     for key in bad:
         _drop_key(repaired, key)
@@ -762,7 +751,7 @@ def all_problems(config: dict, basedir: str | Path | None = None, deep: bool = T
     except ConfigError:
         return lines  # the schema's problems hide the rest; they come first
     for line in check_runs(repaired, run_configs, basedir=basedir, deep=deep):
-        key = line.split("'", 2)[1] if line.startswith("config key '") else ""
+        key = _line_key(line)
         if line not in lines and not any(key == b or key.startswith(b + ".") for b in bad):
             lines.append(line)
     return lines

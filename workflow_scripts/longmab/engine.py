@@ -390,6 +390,8 @@ def _model_max_len(model_path: str) -> int:
 class VLLMEngine:
     """vLLM's offline ``LLM`` with ``llm.chat`` and one ``SamplingParams(seed=...)`` per request."""
 
+    chat_template: str | None = None  # set_chat_template
+
     name = "vllm"
 
     def __init__(
@@ -461,7 +463,7 @@ class VLLMEngine:
         ]
         t0 = time.perf_counter()
         outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False,
-                             chat_template=getattr(self, "chat_template", None))
+                             chat_template=self.chat_template)
         dt = time.perf_counter() - t0
         prompt_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
         gen_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
@@ -564,6 +566,8 @@ class HFEngine:
     same as before GPU support (a unit test pins them). A CUDA generator draws a different stream from
     a CPU one with the same seed, so GPU and CPU runs of the same seeds give different samples.
     """
+
+    chat_template: str | None = None  # set_chat_template
 
     name = "transformers"
 

@@ -403,30 +403,30 @@ def download_plan(config: Mapping[str, Any], download_dir: str = DOWNLOAD_DIR) -
     """The :class:`DownloadPlan` of a config (missing sections read as their defaults)."""
     models = config.get("models", {}) or {}
     plan = DownloadPlan(download_dir=download_dir)
-    for role, name_key, rev_key in (("policy", "policy", "revision"), ("embedder", "embedder", "embedder_revision")):
-        name = models.get(name_key, "embedded")
-        rec = model_record_path(name, models.get(rev_key), download_dir)
+
+    def add(name: str | None, revision: str | None, role: str) -> str | None:
+        """Plan the download of ``name`` when it is a hub id; its record path (else None)."""
+        rec = model_record_path(name, revision, download_dir) if name else None
         if rec:
-            rev = models.get(rev_key) or "main"
+            rev = revision or "main"
             plan.models[record_name(name, rev)] = {"repo_id": name, "revision": rev, "role": role}
+        return rec
+
+    for role, name_key, rev_key in (("policy", "policy", "revision"), ("embedder", "embedder", "embedder_revision")):
+        rec = add(models.get(name_key, "embedded"), models.get(rev_key), role)
+        if rec:
             setattr(plan, f"{role}_record", rec)
     sealong = ((config.get("pairs", {}) or {}).get("sealong", {}) or {})
     runs = [sealong] + [((o or {}).get("pairs", {}) or {}).get("sealong", {}) or {}
                         for o in (config.get("runs") or {}).values()]
     for s in runs:  # SeaLong's own MBR embedder (pairs.sealong.mbr_embedder), per run
-        name = s.get("mbr_embedder")
-        rec = model_record_path(name, s.get("mbr_embedder_revision"), download_dir) if name else None
+        rec = add(s.get("mbr_embedder"), s.get("mbr_embedder_revision"), "mbr_embedder")
         if rec:
-            rev = s.get("mbr_embedder_revision") or "main"
-            plan.models[record_name(name, rev)] = {"repo_id": name, "revision": rev, "role": "mbr_embedder"}
-            plan.mbr_records[name] = rec
+            plan.mbr_records[s["mbr_embedder"]] = rec
     for entry in (config.get("eval", {}) or {}).get("models", []) or []:
         if isinstance(entry, Mapping):  # an external evaluation row (e.g. a released checkpoint)
-            rec = model_record_path(entry["model"], entry.get("revision"), download_dir)
+            rec = add(entry["model"], entry.get("revision"), "eval")
             if rec:
-                rev = entry.get("revision") or "main"
-                plan.models[record_name(entry["model"], rev)] = {"repo_id": entry["model"], "revision": rev,
-                                                                 "role": "eval"}
                 plan.eval_records[entry["name"]] = rec
     for name, spec in ((config.get("eval", {}) or {}).get("benchmarks", {}) or {}).items():
         if spec.get("hub"):

@@ -33,6 +33,19 @@ _STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")
 _RULE = re.compile(r"^(?:local)?rule (\S+):$")
 
 
+def copy_workflow(repo: Path, dest: Path, parts=WORKFLOW_PARTS) -> Path:
+    """Copy ``parts`` of the workflow in ``repo`` (default :data:`WORKFLOW_PARTS`: no results/, no
+    data/) into ``dest``; returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        src = repo / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / part)
+    return dest
+
+
 def write_placeholder_inputs(workdir: Path, config: dict, n_train: int | None = None) -> None:
     """The files ``config`` names, as one-row placeholders under ``workdir`` (existing ones kept)."""
     data = config.get("data", {})
@@ -100,13 +113,7 @@ def plan(config_files: list[str], repo: Path, replace: bool | None = None, profi
     for f in config_files:
         merged = deep_merge(merged, yaml.safe_load(Path(f).read_text()) or {})
     with tempfile.TemporaryDirectory(prefix="longmab-plan-") as tmp:
-        work = Path(tmp)
-        for part in WORKFLOW_PARTS:
-            src = repo / part
-            if src.is_dir():
-                shutil.copytree(src, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-            elif src.exists():
-                shutil.copy2(src, work / part)
+        work = copy_workflow(repo, Path(tmp))
         write_placeholder_inputs(work, merged)
         files = [str(Path(f).resolve()) for f in config_files]
         cmd = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", *files]

@@ -199,6 +199,27 @@ def _resolve_head(gitdir: Path) -> str:
     return "unknown"
 
 
+_SHA256: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a file's bytes (cached per path, size and mtime; None for a missing file): names
+    the folders of a ready-made preference file's run and records an external row's chat template."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
+
+
 # --------------------------------------------------------------------------------------------------
 # Model fingerprint
 

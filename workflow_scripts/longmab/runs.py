@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .provenance import settings_hash
+from .provenance import file_sha256, settings_hash
 
 #: Top-level keys a run may override.
 METHOD_KEYS = ("init", "rollout", "pairs", "dpo", "sampling")
@@ -293,40 +293,15 @@ def build_plan(config: Mapping, dpo_code: str = "", configs: Mapping[str, dict] 
             plan.external[name] = _eval_tag(plan, first, {
                 "kind": "external", "name": name, "model": str(entry["model"]), "revision": entry.get("revision"),
                 "adapter": entry.get("adapter"),
-                "chat_template": {"path": str(template), "sha256": file_digest(template)} if template else None},
+                "chat_template": {"path": str(template), "sha256": file_sha256(template)} if template else None},
                 name)
     return plan
-
-
-def external_rows(config: Mapping) -> list[dict]:
-    """The ``eval.models`` entries that name external models (mappings), in config order."""
-    return [dict(m) for m in config["eval"]["models"] if isinstance(m, Mapping)]
 
 
 def trains(config: Mapping) -> bool:
     """Whether the config trains its runs: ``"trained"`` is among ``eval.models`` (an evaluation-only
     config lists only ``base`` and external models)."""
     return "trained" in config["eval"]["models"]
-
-
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_digest(path: str | Path) -> str | None:
-    """SHA-256 of a file's bytes (cached per path, size and mtime; None for a missing file)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return None
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
 
 
 def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str]:
@@ -337,7 +312,7 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
     if p.get("from_file"):
         # a ready-made preference file: named by its content, converted and trained like our pairs
         tags["pairs"] = plan.add("pairs", name, {
-            "method": "file", "file": str(p["from_file"]), "sha256": file_digest(p["from_file"]),
+            "method": "file", "file": str(p["from_file"]), "sha256": file_sha256(p["from_file"]),
             "policy": policy_id(c), "revision": c["models"].get("revision"),
             "max_prompt_length": p["max_prompt_length"], "reserve_tokens": p["reserve_tokens"],
             "truncate": bool(p.get("from_file_truncate"))})
@@ -375,11 +350,12 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
     elif method == "sealong":
         s = c["pairs"]["sealong"]
         instruction = _template_digest(s["instruction"])
+        # only when not the default: the folders of configs without it keep their names
+        prompt_mode = {"prompt": s["prompt"]} if s.get("prompt", "ours") != "ours" else {}
         tags["sealong"] = plan.add("sealong", f"n{s['n']}", {
             "data": tags["data"], "engine": engine,
             "sampling": {k: s[k] for k in ("n", "temperature", "top_p", "presence_penalty", "max_tokens")},
-            "instruction": instruction, "template": answer, "seed": seed,
-            **({"prompt": s["prompt"]} if s.get("prompt", "ours") != "ours" else {})})
+            "instruction": instruction, "template": answer, "seed": seed, **prompt_mode})
         embedder, revision = mbr_embedder(c)
         tags["mbr"] = plan.add("mbr", slug(embedder, "embedder"), {
             "sealong": tags["sealong"], "embedder": embedder, "revision": revision,
@@ -387,9 +363,7 @@ def _plan_run(plan: Plan, name: str, c: Mapping, dpo_code: str) -> dict[str, str
             "max_seq_length": s.get("mbr_max_seq_length"), "min_seq_length": s["max_tokens"] + 32,
             "encode_kwargs": dict(s.get("mbr_encode_kwargs") or {})})
         tags["pairs"] = plan.add("pairs", name, {"mbr": tags["mbr"], "method": method,
-                                                 "instruction": instruction, **common_pairs,
-                                                 **({"prompt": s["prompt"]} if s.get("prompt", "ours") != "ours"
-                                                    else {})})
+                                                 "instruction": instruction, **common_pairs, **prompt_mode})
     else:  # pragma: no cover - the schema's enum
         raise ConfigError(f"config key 'pairs.method': unknown method {method!r} (expected {PAIR_METHODS})")
     return _plan_training(plan, name, c, dpo_code, tags)
