@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (backend, engine kwargs, extra environment). On CPU the vLLM engine defaults to
-# enforce_eager=True and enable_chunked_prefill=False (see longmab/engine.py); "-compiled" turns
+# enforce_eager=True and enable_chunked_prefill=False (see longmab/engines/vllm_engine.py); "-compiled" turns
 # torch.compile back on.
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "vllm-fp32": ("vllm", {"dtype": "float32"}, {}),
@@ -60,6 +60,12 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "vllm-fp32-nobind": ("vllm", {"dtype": "float32"}, {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}),
     "vllm-fp32-inproc": ("vllm", {"dtype": "float32"}, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
     "vllm-bf16": ("vllm", {"dtype": "bfloat16"}, {}),
+    # one process: engine core in the caller (no spawned EngineCore) and the worker in it ("uni"
+    # executor, no spawned worker); the core binding of the pipeline still applies (issue #22)
+    "vllm-bf16-oneproc": ("vllm", {"dtype": "bfloat16", "distributed_executor_backend": "uni"},
+                          {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    "vllm-bf16-spawned": ("vllm", {"dtype": "bfloat16", "distributed_executor_backend": "mp"},
+                          {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
     "hf-fp32-t1": ("transformers", {"dtype": "float32", "batch_size": 1, "num_threads": 1}, {}),
     "hf-fp32-t2": ("transformers", {"dtype": "float32", "batch_size": 1, "num_threads": 2}, {}),
     "hf-fp32-batch8-t1": ("transformers", {"dtype": "float32", "batch_size": 8, "num_threads": 1}, {}),
@@ -75,7 +81,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
 #: Concurrent variants: name -> (base variant, workers, per-worker environment or None). "-auto"
 #: forces vLLM's own binding (``VLLM_CPU_OMP_THREADS_BIND=auto``: every instance picks core 0 on a
 #: 2-CPU machine, as two shard jobs of the pipeline did before it claimed cores); "-claim" is what
-#: the pipeline does now (``longmab.engine.bind_vllm_cpu_cores``: each engine locks a free core);
+#: the pipeline does now (``longmab.engines.bind_vllm_cpu_cores``: each engine locks a free core);
 #: "-bound" binds worker i to core i by hand.
 CONCURRENT: dict[str, tuple[str, int, list[dict] | None]] = {
     "vllm-fp32-x2-auto": ("vllm-fp32", 2, [{"VLLM_CPU_OMP_THREADS_BIND": "auto"} for _ in range(2)]),
@@ -155,7 +161,7 @@ def worker(spec: dict) -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     sys.path.insert(0, str(ROOT / "workflow_scripts"))
-    from longmab.engine import SamplingConfig, make_engine
+    from longmab.engines import SamplingConfig, make_engine
 
     convs = json.loads(Path(spec["prompts"]).read_text(encoding="utf-8"))
     convs = convs[spec.get("part", 0)::spec.get("parts", 1)]

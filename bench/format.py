@@ -45,7 +45,7 @@ def gold_of(row: dict) -> list[str]:
 
 
 def measure(model: str, args, data: dict, train_rows: list[dict]) -> dict:
-    from longmab.engine import SamplingConfig, make_engine
+    from longmab.engines import SamplingConfig, make_engine
     from longmab.metrics import extract_answer, probe_matches, score_prediction
     from longmab.prompts import load_templates, render_answer, render_probe
 

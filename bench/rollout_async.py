@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from longmab.config import load_config
-    from longmab.engine import SamplingConfig, make_engine
+    from longmab.engines import SamplingConfig, make_engine
     from longmab.logs import setup_logging
     from longmab.prompts import load_templates
     from longmab.stages.rollout import run_rollout

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     stop_rounds = [int(x) for x in args.early_stop.split(",") if x.strip()]
 
     from longmab.config import load_config
-    from longmab.engine import SamplingConfig, make_engine
+    from longmab.engines import SamplingConfig, make_engine
     from longmab.evidence import evidence_hit_rates
     from longmab.logs import setup_logging
     from longmab.prompts import load_templates

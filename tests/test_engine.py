@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from longmab.engine import HFEngine, SamplingConfig, make_engine
+from longmab.engines import HFEngine, SamplingConfig, make_engine
 
 pytestmark = pytest.mark.slow
 

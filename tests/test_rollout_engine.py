@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from longmab.engine import SamplingConfig, make_engine, stream_generate
+from longmab.engines import SamplingConfig, make_engine, stream_generate
 from longmab.io import read_jsonl
 from longmab.prompts import load_templates
 from longmab.stages.rollout import run_rollout

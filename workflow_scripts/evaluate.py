@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from longmab.benchmarks import load_benchmark
-from longmab.engine import SamplingConfig, engine_settings, make_engine, set_chat_template
+from longmab.engines import SamplingConfig, engine_settings, make_engine, set_chat_template
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates

@@ -1,5 +1,5 @@
 """Rule `probe`: chunk contexts and generate probe chains of thought for one shard (thin adapter)."""
-from longmab.engine import engine_settings, make_engine
+from longmab.engines import engine_settings, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates

@@ -10,7 +10,7 @@ Outputs: the rollout rows and (``stats``, optional) the run's statistics as JSON
 """
 from pathlib import Path
 
-from longmab.engine import SamplingConfig, engine_settings, make_engine
+from longmab.engines import SamplingConfig, engine_settings, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates

@@ -1,5 +1,5 @@
 """Rule `sealong`: N full-context samples per question for the SeaLong baseline (thin adapter)."""
-from longmab.engine import SamplingConfig, engine_settings, make_engine
+from longmab.engines import SamplingConfig, engine_settings, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates

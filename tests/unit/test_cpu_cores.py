@@ -1,10 +1,10 @@
-"""Concurrent vLLM CPU engines claim distinct cores (longmab.engine.claim_cpu_cores / bind_vllm_cpu_cores)."""
+"""Concurrent vLLM CPU engines claim distinct cores (longmab.engines.claim_cpu_cores / bind_vllm_cpu_cores)."""
 import os
 import subprocess
 import sys
 import textwrap
 
-from longmab.engine import bind_vllm_cpu_cores, claim_cpu_cores, release_cpu_cores
+from longmab.engines import bind_vllm_cpu_cores, claim_cpu_cores, release_cpu_cores
 
 
 def test_claims_are_distinct_and_released(tmp_path):
@@ -22,7 +22,7 @@ def test_claim_dies_with_its_process(tmp_path):
     """A killed job's cores are free at once (the kernel drops the flock): no stale claims."""
     code = textwrap.dedent(f"""
         import sys, time
-        from longmab.engine import claim_cpu_cores
+        from longmab.engines import claim_cpu_cores
         cores, _ = claim_cpu_cores(1, {str(tmp_path)!r}, cpus=[0, 1])
         print(cores, flush=True)
         time.sleep(60)

@@ -51,7 +51,7 @@ def cuda_tripwires(monkeypatch):
 
 
 def test_decision_does_not_touch_cuda_cpu_branch(cuda_tripwires, monkeypatch):
-    from longmab.engine import _has_cuda
+    from longmab.engines.base import _has_cuda
 
     for var in ("CUDA_VISIBLE_DEVICES", "LONGMAB_REQUIRE_GPU", *device.SLURM_GPU_VARS):
         monkeypatch.delenv(var, raising=False)
@@ -70,7 +70,7 @@ def test_decision_does_not_touch_cuda_gpu_branch(cuda_tripwires):
 def test_engine_decision_in_a_fresh_process_imports_no_torch():
     """The whole decision (as the vLLM engine makes it before importing vLLM) in a new interpreter:
     torch is not even imported, so CUDA cannot have been initialised before vLLM forks."""
-    code = ("import sys; from longmab.engine import _has_cuda; r = _has_cuda(); "
+    code = ("import sys; from longmab.engines.base import _has_cuda; r = _has_cuda(); "
             "print(r, 'torch' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "LONGMAB_REQUIRE_GPU")}
     env["PYTHONPATH"] = str(REPO / "workflow_scripts")
@@ -208,7 +208,7 @@ def test_schema_rejects_a_typo_in_engine_vllm():
 
 
 def test_check_vllm_args():
-    from longmab.engine import check_vllm_args
+    from longmab.engines import check_vllm_args
 
     assert check_vllm_args(None) == {}
     assert check_vllm_args({"max_num_seqs": 4}, allowed={"max_num_seqs"}) == {"max_num_seqs": 4}
@@ -243,7 +243,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_engine_vllm_reaches_llm_on_cpu(fake_vllm, tmp_path):
-    from longmab.engine import make_engine
+    from longmab.engines import make_engine
 
     hf = {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}}
     make_engine("vllm", str(tmp_path), dtype="float32", max_model_len=4096, seed=3,
@@ -257,9 +257,10 @@ def test_engine_vllm_reaches_llm_on_cpu(fake_vllm, tmp_path):
 
 
 def test_engine_vllm_on_gpu_sets_spawn_and_no_cpu_defaults(fake_vllm, tmp_path, monkeypatch):
-    import longmab.engine as engine
+    import longmab.engines as engine
+    from longmab.engines import base
 
-    monkeypatch.setattr(engine, "_has_cuda", lambda: True)
+    monkeypatch.setattr(base, "_has_cuda", lambda: True)
     engine.make_engine("vllm", str(tmp_path), dtype="bfloat16", max_model_len=131072, seed=0,
                        vllm={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85})
     kw = fake_vllm["kwargs"]
@@ -269,7 +270,7 @@ def test_engine_vllm_on_gpu_sets_spawn_and_no_cpu_defaults(fake_vllm, tmp_path, 
 
 
 def test_engine_vllm_keeps_a_users_start_method(fake_vllm, tmp_path, monkeypatch):
-    from longmab.engine import make_engine
+    from longmab.engines import make_engine
 
     monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "fork")
     make_engine("vllm", str(tmp_path), dtype="float32", max_model_len=2048)
@@ -277,7 +278,7 @@ def test_engine_vllm_keeps_a_users_start_method(fake_vllm, tmp_path, monkeypatch
 
 
 def test_engine_vllm_refuses_reserved_names(fake_vllm, tmp_path):
-    from longmab.engine import make_engine
+    from longmab.engines import make_engine
 
     with pytest.raises(ValueError, match="max_model_len"):
         make_engine("vllm", str(tmp_path), vllm={"max_model_len": 100})
@@ -285,7 +286,7 @@ def test_engine_vllm_refuses_reserved_names(fake_vllm, tmp_path):
 
 
 def test_gpu_job_without_gpu_stops_before_vllm(fake_vllm, tmp_path, monkeypatch):
-    from longmab.engine import make_engine
+    from longmab.engines import make_engine
 
     monkeypatch.setenv("LONGMAB_REQUIRE_GPU", "1")
     with pytest.raises(GPUUnavailableError):
@@ -297,7 +298,7 @@ def test_gpu_job_without_gpu_stops_before_vllm(fake_vllm, tmp_path, monkeypatch)
 
 
 def test_engine_settings_qwen_evaluates_at_the_papers_window():
-    from longmab.engine import engine_settings
+    from longmab.engines import engine_settings
 
     cfg = load_config(REPO / "configs" / "paper-qwen2.yaml")
     probe, ev = engine_settings(cfg, "probe"), engine_settings(cfg, "eval")
@@ -347,7 +348,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_hf_engine_cpu_outputs_unchanged(tiny_model):
-    from longmab.engine import HFEngine, SamplingConfig
+    from longmab.engines import HFEngine, SamplingConfig
 
     sampled = SamplingConfig(temperature=1.0, top_p=0.9, presence_penalty=1.0, max_tokens=16)
     greedy = SamplingConfig(temperature=0.0, presence_penalty=0.5, max_tokens=16)
@@ -368,7 +369,7 @@ def test_hf_engine_cpu_outputs_unchanged(tiny_model):
 
 def test_hf_engine_explicit_cpu_device_and_generators(tiny_model, monkeypatch):
     import torch
-    from longmab.engine import HFEngine, SamplingConfig
+    from longmab.engines import HFEngine, SamplingConfig
 
     made = []
     real = torch.Generator
@@ -385,9 +386,10 @@ def test_hf_engine_explicit_cpu_device_and_generators(tiny_model, monkeypatch):
 
 def test_hf_engine_picks_cuda_when_the_decision_says_so(tiny_model, monkeypatch):
     """With a (simulated) usable GPU the engine moves the model to CUDA: here .to('cuda') is caught."""
-    import longmab.engine as engine
+    import longmab.engines as engine
+    from longmab.engines import base
 
-    monkeypatch.setattr(engine, "_has_cuda", lambda: True)
+    monkeypatch.setattr(base, "_has_cuda", lambda: True)
     targets = []
     from transformers import PreTrainedModel
 

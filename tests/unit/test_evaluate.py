@@ -1,7 +1,7 @@
 """Stage eval (method.md §8) with a fake engine: truncation, one engine call, per-set means."""
 
 import pytest
-from longmab.engine import SamplingConfig
+from longmab.engines import SamplingConfig
 from longmab.stages.evaluate import evaluate, fit_context, summarize
 
 TEMPLATES = {"answer": "Doc:\n{context}\nQ: {question}\n", "probe": "{context}{question}{answer}"}

@@ -118,7 +118,7 @@ def test_download_model_offline_from_a_prefilled_cache(tmp_path, tiny_model_file
 
 def test_the_record_is_what_a_gpu_job_loads(tmp_path, tiny_model_files, offline):
     """record -> engine: make_engine resolves the record to the snapshot and generates offline."""
-    from longmab.engine import SamplingConfig, make_engine
+    from longmab.engines import SamplingConfig, make_engine
 
     cache = tmp_path / "hub"
     snap = fill_cache(cache, "org/tiny-llama", tiny_model_files)

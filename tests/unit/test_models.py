@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from longmab.engine import HFEngine, SamplingConfig, make_engine
+from longmab.engines import HFEngine, SamplingConfig, make_engine
 from longmab.models import (
     embedded_embedder_path,
     embedded_gguf_path,

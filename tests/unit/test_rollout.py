@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from longmab.engine import SamplingConfig, stream_generate
+from longmab.engines import SamplingConfig, stream_generate
 from longmab.io import write_jsonl
 from longmab.metrics import strict_reward
 from longmab.prompts import load_templates

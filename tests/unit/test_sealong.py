@@ -144,7 +144,7 @@ def test_sealong_prompt_mode_uses_sealongs_own_prompt_and_whole_output_subem():
 def test_sample_sealong_sends_the_prompt_of_its_mode(tmp_path):
     """A real (tiny random) transformers engine: in sealong mode the conversation is SEALONG's
     prompt alone; in ours mode our answer template wraps the same question."""
-    from longmab.engine import HFEngine, SamplingConfig
+    from longmab.engines import HFEngine, SamplingConfig
     from longmab.gpucheck import build_tiny_llama, byte_level_chatml_tokenizer
     from longmab.prompts import load_templates
     from longmab.sealong import SEALONG_PROMPT

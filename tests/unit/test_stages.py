@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from longmab.engine import SamplingConfig
+from longmab.engines import SamplingConfig
 from longmab.io import read_json, read_jsonl, write_jsonl
 from longmab.prompts import load_templates
 from longmab.stages.data import prepare_shards, shard_bounds
@@ -145,7 +145,7 @@ def test_run_probe_real_engine_survives_a_huge_sample(tmp_path):
     with a 2048-token window. Before, the engine failed the whole shard ("prompt 0 has ... tokens")."""
     from pathlib import Path
 
-    from longmab.engine import make_engine
+    from longmab.engines import make_engine
 
     built = Path(__file__).resolve().parents[2] / "results" / "models" / "policy"
     if (built / "config.json").exists():

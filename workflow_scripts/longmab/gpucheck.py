@@ -6,7 +6,7 @@ download. :func:`build_tiny_llama` writes a random-weight Llama-architecture mod
 made in code) in a second. :func:`run_checks` then runs, each timed and reported as one table row:
 
 * ``device``: the CPU/CUDA decision (:func:`longmab.device.check_gpu_job`, CUDA not initialised);
-* ``transformers engine``: :class:`longmab.engine.HFEngine` on the chosen device, seeded sampling
+* ``transformers engine``: :class:`longmab.engines.HFEngine` on the chosen device, seeded sampling
   twice (must be identical) and greedy decoding;
 * ``embedder``: :func:`longmab.stages.embed.load_encoder` (sentence-transformers) on a tiny model
   of the same kind, when sentence-transformers is installed;
@@ -143,7 +143,7 @@ def _row(component: str, device: str, fn: Callable[[], str]) -> dict:
 
 def check_engine(model_dir: Path, device: str) -> str:
     """HFEngine on ``device``: seeded sampling twice (identical), greedy once; model on the device."""
-    from .engine import HFEngine, SamplingConfig
+    from .engines import HFEngine, SamplingConfig
 
     eng = HFEngine(str(model_dir), dtype="float32", max_model_len=1024, seed=0, device=device)
     try:

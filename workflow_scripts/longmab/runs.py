@@ -161,7 +161,7 @@ TEXT_VLLM_ARGS = ("hf_overrides", "kv_cache_dtype", "quantization", "tokenizer",
 def engine_determinants(config: Mapping, stage: str = "probe") -> dict:
     """Everything about a generating stage's engine that changes generated text: backend, dtype,
     window, policy (+ revision) and the text-changing ``engine.vllm`` / ``eval.vllm`` arguments."""
-    from .engine import engine_settings
+    from .engines import engine_settings
 
     e = engine_settings(config, stage)
     models = config["models"]

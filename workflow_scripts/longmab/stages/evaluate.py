@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from statistics import fmean
 
-from ..engine import Engine, SamplingConfig
+from ..engines import Engine, SamplingConfig
 from ..logs import get_logger
 from ..metrics import score_prediction
 from ..pairs import middle_truncate

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..chunking import chunk_passages, chunk_spans
-from ..engine import Conversation, Engine, SamplingConfig
+from ..engines import Conversation, Engine, SamplingConfig
 from ..logs import get_logger
 from ..metrics import SUBEM_MODES, extract_probe_answer, probe_matches
 from ..prompts import render_probe
@@ -58,7 +58,7 @@ def drop_reason(probe: str, gold: str, subem: str = "char", template: str | None
 def prompt_tokens(engine: Engine, conversation: Conversation) -> int:
     """Tokens of ``conversation`` as the engine will see it: chat template applied, generation prompt
     added, no special tokens added by the tokenizer (what ``llm.chat`` and
-    :meth:`~longmab.engine.HFEngine.encode_conversation` do)."""
+    :meth:`~longmab.engines.HFEngine.encode_conversation` do)."""
     encode = getattr(engine, "encode_conversation", None)
     if encode is not None:
         return len(encode(conversation))

@@ -6,12 +6,12 @@ records (:data:`MODES`):
 
 - ``sync``: round-synchronous, as the paper: each round, the prompts of all unfinished samples go
   to the engine in one ``generate`` call, and the shard waits for its longest response.
-- ``async`` (default): continuous batching (:func:`longmab.engine.stream_generate`): a sample's next
+- ``async`` (default): continuous batching (:func:`longmab.engines.stream_generate`): a sample's next
   round is submitted as soon as its previous response is scored, so the engine's batch never drains
   to the longest response of a round. Outputs are equal to ``sync``'s: every request has its own
   seed, and its text depends only on its prompt and seed (bit for bit with the transformers engine;
   vLLM on CPU does not promise bit-identical logits across batch compositions, see
-  :mod:`longmab.engine`).
+  :mod:`longmab.engines`).
 
 ``strategy`` selects the chunks of each round (the method and two ablations, same generation budget):
 
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..bandit import UCBBandit
-from ..engine import Engine, SamplingConfig, stream_generate
+from ..engines import Engine, SamplingConfig, stream_generate
 from ..io import dumps_row
 from ..logs import get_logger
 from ..metrics import rollout_reward, strict_reward

@@ -19,7 +19,7 @@ from statistics import mean
 
 import numpy as np
 
-from ..engine import Engine, SamplingConfig
+from ..engines import Engine, SamplingConfig
 from ..logs import get_logger
 from ..metrics import extract_answer, strict_reward, sub_exact_match
 from ..pairs import build_pair_prompt

@@ -1,0 +1,118 @@
+"""vLLM on a CPU: its environment defaults and one core per engine job (``flock``-ed core claims).
+No vLLM import here: these run before vLLM is imported."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from . import base
+
+log = logging.getLogger("longmab")
+
+#: Environment defaults for vLLM on CPU (set before vLLM is imported, only when no CUDA device is
+#: visible, never over a value already set). VLLM_CPU_OMP_THREADS_BIND is left at vLLM's "auto"
+#: (worker on one core, one core reserved): see bench/README.md ("Engines").
+VLLM_CPU_ENV_DEFAULTS: dict[str, str] = {
+    "VLLM_CPU_KVCACHE_SPACE": "4",
+}
+
+
+def apply_vllm_cpu_env(overrides: dict[str, Any] | None = None, force: bool | None = None) -> dict[str, str]:
+    """Set the CPU-only vLLM environment variables (existing values win over defaults; ``overrides``
+    win over both). ``force=None`` applies them only when no CUDA device is visible. Returns the
+    variables that were set. Must run before ``vllm`` is imported to be sure they take effect."""
+    if force is None:
+        force = not base._has_cuda()
+    if not force:
+        return {}
+    applied = {}
+    for k, v in VLLM_CPU_ENV_DEFAULTS.items():
+        if k not in os.environ:
+            os.environ[k] = v
+            applied[k] = v
+    for k, v in (overrides or {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = str(v)
+            applied[k] = str(v)
+    return applied
+
+
+def claim_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None,
+                    cpus: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """Claim ``n`` CPU cores of this machine for one vLLM CPU engine, distinct from the cores other
+    engine jobs hold at the same time.
+
+    vLLM's default binding (``VLLM_CPU_OMP_THREADS_BIND=auto``) puts every instance's worker on the
+    same first core: two shard jobs started side by side on a 2-core machine then share core 0 while
+    core 1 idles (``bench/roofline.py``, ``vllm-fp32-x2-auto`` vs ``-x2-bound``). Each core is a lock
+    file (``longmab-cpu-<core>.lock`` in ``lock_dir``, default the system temp folder, which is per
+    machine) held with ``flock`` for the life of the engine, so the kernel releases it whatever way
+    the job ends (kill -9 included) and no stale claim survives.
+
+    Returns ``(cores, fds)``: the claimed core ids (fewer than ``n``, possibly none, when the others
+    are taken) and the open lock files, to pass to :func:`release_cpu_cores`.
+    """
+    import fcntl
+    import tempfile
+
+    if cpus is None:
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            cpus = list(range(os.cpu_count() or 1))
+    folder = os.fspath(lock_dir or tempfile.gettempdir())
+    cores: list[int] = []
+    fds: list[int] = []
+    for cpu in cpus:
+        if len(cores) >= n:
+            break
+        try:
+            fd = os.open(os.path.join(folder, f"longmab-cpu-{cpu}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        cores.append(cpu)
+        fds.append(fd)
+    return cores, fds
+
+
+def release_cpu_cores(fds: Sequence[int]) -> None:
+    """Release cores claimed by :func:`claim_cpu_cores`."""
+    for fd in fds:
+        try:
+            os.close(fd)  # closing the only descriptor drops the flock
+        except OSError:
+            pass
+
+
+def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -> list[int]:
+    """Bind the vLLM CPU engine about to start in this process to ``n`` cores no other engine job
+    holds (see :func:`claim_cpu_cores`), via ``VLLM_CPU_OMP_THREADS_BIND`` and
+    ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``. Does nothing (returns ``[]``) when the binding is already set
+    in the environment (the user's choice wins), when the machine has a single core, or when every
+    core is taken (vLLM's own ``auto`` binding then applies). Returns the lock descriptors."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return []
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        ncpu = os.cpu_count() or 1
+    if ncpu < 2:
+        return []
+    cores, fds = claim_cpu_cores(max(1, min(int(n), ncpu)), lock_dir)
+    if not cores:
+        log.info("vLLM CPU binding: every core is held by another engine job; vLLM's own binding applies")
+        return []
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    log.info("vLLM CPU binding: core(s) %s (free of other engine jobs)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+    return fds

@@ -1,0 +1,63 @@
+"""Making the engine a job asks for: the backend from the config, the model from a path or a
+download record, the eval stage's own settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .base import Engine
+
+log = logging.getLogger("longmab")
+
+
+def make_engine(backend: str, model_path: str, **kw: Any) -> Engine:
+    """Create an engine: ``backend`` is ``"vllm"`` or ``"transformers"`` (alias ``"hf"``).
+
+    Keyword arguments go to the engine class (``dtype``, ``max_model_len``, ``seed``, and
+    ``batch_size`` / ``num_threads`` / ``device`` for transformers or any ``vllm.LLM`` argument and
+    ``cpu_env`` for vLLM); ``vllm`` is the config's ``engine.vllm`` mapping (``vllm.LLM`` arguments,
+    checked by :func:`check_vllm_args`; ignored by the transformers engine). ``None`` values are
+    dropped so config files can leave them unset. ``model_path`` may be a download record
+    (``rules/download.smk``, :func:`longmab.hub.resolve_local`).
+    """
+    from ..hub import resolve_local
+    from ..models import resolve_model_path
+
+    kw = {k: v for k, v in kw.items() if v is not None}
+    vllm_args = kw.pop("vllm", None)
+    path = resolve_model_path(resolve_local(model_path))  # a download record names a local snapshot
+    if backend == "vllm":
+        from .vllm_engine import VLLMEngine
+
+        return VLLMEngine(path, vllm=vllm_args, **kw)
+    if backend in ("transformers", "hf"):
+        if vllm_args:
+            log.info("transformers engine: engine.vllm %s is for vLLM only, ignored", sorted(vllm_args))
+        kw.pop("cpu_env", None)
+        from .hf_engine import HFEngine
+
+        return HFEngine(path, **kw)
+    raise ValueError(f"unknown engine backend {backend!r} (expected 'vllm' or 'transformers')")
+
+
+def engine_settings(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The engine of a generating ``stage`` (probe, rollout, sealong, eval) from a validated config.
+
+    Returns ``{"backend", "dtype", "max_model_len", "vllm"}``: the ``engine`` section, where the eval
+    stage takes ``eval.backend``, ``eval.max_model_len`` and ``eval.vllm`` when they are set
+    (``eval.vllm`` is merged over ``engine.vllm``, key by key). So a long-context evaluation (e.g.
+    Qwen2.5 with YaRN at 131072 tokens) does not change the probe and rollout engine.
+    """
+    e = config["engine"]
+    out = {"backend": e["backend"], "dtype": e["dtype"], "max_model_len": e["max_model_len"],
+           "vllm": dict(e.get("vllm") or {})}
+    if stage == "eval":
+        ev = config.get("eval", {})
+        if ev.get("backend"):
+            out["backend"] = ev["backend"]
+        if ev.get("max_model_len"):
+            out["max_model_len"] = ev["max_model_len"]
+        out["vllm"].update(ev.get("vllm") or {})
+    return out

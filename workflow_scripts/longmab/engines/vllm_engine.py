@@ -1,0 +1,252 @@
+"""The in-process vLLM engine: vLLM's offline ``LLM`` with ``llm.chat`` and one seeded
+``SamplingParams`` per request, and its continuous-batching ``generate_stream``."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from . import base
+from .base import (
+    Conversation,
+    OnDone,
+    SamplingConfig,
+    StreamRequest,
+    _check_args,
+    _InFlight,
+    _log_call,
+)
+from .cpu import apply_vllm_cpu_env, bind_vllm_cpu_cores, release_cpu_cores
+
+log = logging.getLogger("longmab")
+
+
+def _vllm_sampling_params(sampling: SamplingConfig, seed: int):
+    """The ``vllm.SamplingParams`` of one request (the same mapping as :meth:`VLLMEngine.generate`)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0.0 if sampling.greedy else sampling.temperature,
+        top_p=1.0 if sampling.greedy else sampling.top_p,
+        presence_penalty=sampling.presence_penalty,
+        max_tokens=sampling.max_tokens,
+        seed=int(seed),
+    )
+
+
+#: ``vllm.LLM`` arguments that have their own config keys (engine.dtype, engine.max_model_len, seed)
+#: or are the model itself: not accepted through ``engine.vllm``.
+VLLM_RESERVED_ARGS = frozenset({"model", "dtype", "max_model_len", "seed", "tokenizer"})
+
+
+def check_vllm_args(args: Mapping[str, Any] | None, allowed: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``engine.vllm`` mapping as ``vllm.LLM`` keyword arguments (a new dict).
+
+    Parameters
+    ----------
+    args : mapping or None
+        Names as in ``vllm.EngineArgs`` (``tensor_parallel_size``, ``gpu_memory_utilization``,
+        ``max_num_seqs``, ``enable_prefix_caching``, ``hf_overrides``...).
+    allowed : sequence of str, optional
+        The accepted names (``vllm.EngineArgs``' fields when vLLM is imported); None skips that check.
+
+    Raises
+    ------
+    ValueError
+        For a reserved name (:data:`VLLM_RESERVED_ARGS`) or one ``allowed`` does not hold, naming the
+        config key.
+    """
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"config key 'engine.vllm' must be a mapping, got {type(args).__name__}")
+    out = dict(args)
+    for name in out:
+        if name in VLLM_RESERVED_ARGS:
+            raise ValueError(
+                f"config key 'engine.vllm.{name}': set it with its own key (engine.dtype, "
+                "engine.max_model_len, seed, models.policy), not through engine.vllm"
+            )
+        if allowed is not None and name not in allowed:
+            raise ValueError(f"config key 'engine.vllm.{name}': not a vllm.EngineArgs field of the installed vLLM")
+    return out
+
+
+def _engine_arg_names() -> set[str] | None:
+    """Field names of the installed ``vllm.EngineArgs`` (None when they cannot be read)."""
+    try:
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs
+
+        return {f.name for f in dataclasses.fields(EngineArgs)}
+    except Exception:  # noqa: BLE001  # pragma: no cover - another vLLM layout: vLLM validates itself
+        return None
+
+
+def _model_max_len(model_path: str) -> int:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(model_path))
+    return int(getattr(cfg, "max_position_embeddings", 8192) or 8192)
+
+
+class VLLMEngine:
+    """vLLM's offline ``LLM`` with ``llm.chat`` and one ``SamplingParams(seed=...)`` per request."""
+
+    chat_template: str | None = None  # set_chat_template
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        seed: int = 0,
+        cpu_env: dict[str, Any] | None = None,
+        vllm: Mapping[str, Any] | None = None,
+        cpu_cores: int = 1,
+        **engine_kwargs: Any,
+    ) -> None:
+        t0 = time.perf_counter()
+        self._core_locks: list[int] = []
+        # CPU or CUDA without initialising CUDA in this process (a GPU job without a usable GPU
+        # stops here with the reason), and vLLM's workers started with spawn, never fork.
+        gpu = base._has_cuda()
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        applied = apply_vllm_cpu_env(cpu_env, force=not gpu)
+        if applied:
+            log.info("vLLM CPU environment: %s", applied)
+        if not gpu:
+            # concurrent engine jobs (two shards on 2 cores) on distinct cores, not all on core 0
+            self._core_locks = bind_vllm_cpu_cores(cpu_cores)
+        from vllm import LLM  # lazy: heavy import, and env vars must be set first
+
+        passthrough = check_vllm_args(vllm, _engine_arg_names())
+        kwargs: dict[str, Any] = {"model": str(model_path), "dtype": dtype, "seed": seed}
+        if max_model_len is not None:
+            kwargs["max_model_len"] = int(max_model_len)
+        if not gpu:
+            # vllm-cpu 0.28 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prompt is prefilled in chunks: it rewinds the request's generator with the CUDA-only
+            # set_offset. Without chunked prefill every prompt is prefilled whole, so no sampled
+            # token is ever discarded; the step budget must then hold the longest prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(int(max_model_len or _model_max_len(model_path)), 2048)
+            # torch.compile costs 60-130 s at every start (vllm-cpu 0.28 + torch 2.13 cannot load its
+            # own compile cache: "'function' object has no attribute 'finalize_loading'") and the
+            # compiled model generated no faster than eager mode in bench/README.md.
+            kwargs["enforce_eager"] = True
+        kwargs.update(passthrough)  # engine.vllm (the config) wins over the CPU defaults above
+        kwargs.update(engine_kwargs)
+        log.info("vLLM engine arguments (%s, workers: %s): %s", "CUDA" if gpu else "CPU",
+                 os.environ["VLLM_WORKER_MULTIPROC_METHOD"], kwargs)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.start_seconds = time.perf_counter() - t0
+        log.info("vLLM engine for %s (%s) started in %.1f s", model_path, dtype, self.start_seconds)
+
+    def generate(
+        self, conversations: Sequence[Conversation], sampling: SamplingConfig, seeds: Sequence[int]
+    ) -> list[str]:
+        from vllm import SamplingParams
+
+        _check_args(conversations, seeds)
+        if not conversations:
+            return []
+        params = [
+            SamplingParams(
+                temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=1.0 if sampling.greedy else sampling.top_p,
+                presence_penalty=sampling.presence_penalty,
+                max_tokens=sampling.max_tokens,
+                seed=int(s),
+            )
+            for s in seeds
+        ]
+        t0 = time.perf_counter()
+        outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False,
+                             chat_template=self.chat_template)
+        dt = time.perf_counter() - t0
+        prompt_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
+        gen_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        self.last_stats = {"prompts": len(outs), "prompt_tokens": prompt_tokens,
+                           "generated_tokens": gen_tokens, "seconds": dt}
+        _log_call(self.name, len(outs), prompt_tokens, gen_tokens, dt)
+        return [o.outputs[0].text for o in outs]
+
+    def generate_stream(self, requests: Iterable[StreamRequest], sampling: SamplingConfig,
+                        on_done: OnDone) -> dict:
+        """Continuous batching: see :func:`stream_generate` (parameters, return value).
+
+        Drives ``self.llm.llm_engine`` step by step. Each request is added with ``LLM.enqueue_chat``,
+        the code path of ``llm.chat`` (same chat-template rendering and tokenization, so a prompt is
+        token-identical to :meth:`generate`'s), with its own ``SamplingParams(seed=...)``; a request
+        that finishes is handed to ``on_done`` at once and what it returns joins the running batch
+        at the next step. If ``on_done`` raises, the requests still in the engine are aborted and
+        the exception propagates.
+        """
+        llm = self.llm
+        core = llm.llm_engine
+        if core.has_unfinished_requests():
+            raise RuntimeError("vLLM engine has unfinished requests; generate_stream needs it idle")
+        keys: dict[str, Any] = {}  # external request id -> caller's key
+        flight = _InFlight()
+        done = prompt_tokens = gen_tokens = 0
+
+        def submit(batch) -> None:
+            for key, conv, seed in batch or ():
+                rid = str(llm.request_counter.counter)  # the id enqueue_chat gives (LLM._add_request)
+                [internal] = llm.enqueue_chat([list(conv)], [_vllm_sampling_params(sampling, seed)],
+                                              use_tqdm=False)
+                if internal != rid and not internal.startswith(rid + "-"):
+                    raise RuntimeError(f"vLLM request id {internal!r} does not extend {rid!r}")
+                keys[rid] = key
+                flight.add(1)
+
+        try:
+            submit(requests)
+            while core.has_unfinished_requests():
+                for out in core.step():
+                    if not out.finished:
+                        continue
+                    key = keys.pop(out.request_id)
+                    flight.add(-1)
+                    done += 1
+                    prompt_tokens += len(out.prompt_token_ids or [])
+                    gen_tokens += len(out.outputs[0].token_ids)
+                    submit(on_done(key, out.outputs[0].text))
+        except BaseException:
+            if keys:
+                core.abort_request(list(keys))
+            raise
+        stats = flight.stats(prompt_tokens, gen_tokens, done)
+        self.last_stats = {"prompts": done, "prompt_tokens": prompt_tokens, "generated_tokens": gen_tokens,
+                           "seconds": stats["seconds"]}
+        _log_call(self.name + " stream", done, prompt_tokens, gen_tokens, stats["seconds"])
+        return stats
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - best effort
+                log.debug("vLLM shutdown: %s", exc)
+            self.llm = None
+            gc.collect()
+        if getattr(self, "_core_locks", None):
+            release_cpu_cores(self._core_locks)
+            self._core_locks = []
+            # the binding was ours (bind_vllm_cpu_cores never overrides a user's): a later engine
+            # in this process claims its cores afresh
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+            os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
