@@ -64,6 +64,8 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     # executor, no spawned worker); the core binding of the pipeline still applies (issue #22)
     "vllm-bf16-oneproc": ("vllm", {"dtype": "bfloat16", "distributed_executor_backend": "uni"},
                           {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    "vllm-fp32-spawned": ("vllm", {"dtype": "float32", "distributed_executor_backend": "mp"},
+                          {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
     "vllm-bf16-spawned": ("vllm", {"dtype": "bfloat16", "distributed_executor_backend": "mp"},
                           {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
     "hf-fp32-t1": ("transformers", {"dtype": "float32", "batch_size": 1, "num_threads": 1}, {}),

@@ -28,7 +28,8 @@ def main(smk):
     sampling = eval_sampling(p)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "eval")["vllm"])
+                         vllm=engine_settings(smk.config, "eval")["vllm"],
+                         mode=engine_settings(smk.config, "eval")["mode"])
     template = Path(p.chat_template).read_text(encoding="utf-8") if p.chat_template else None
     set_chat_template(engine, template)
     try:

@@ -13,7 +13,8 @@ def main(smk):
     samples = read_jsonl(smk.input.shard)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "probe")["vllm"])
+                         vllm=engine_settings(smk.config, "probe")["vllm"],
+                         mode=engine_settings(smk.config, "probe")["mode"])
     try:
         # subem: config reward.subem (the keep decision's containment test); max_model_len: samples
         # whose probe prompt + max_tokens exceed it are dropped with a reason, not the whole shard.

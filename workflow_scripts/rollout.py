@@ -52,7 +52,8 @@ def main(smk):
     model = str(smk.input.model) if smk.input.model else p.engine["model"]  # built embedded model or user path
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "rollout")["vllm"])
+                         vllm=engine_settings(smk.config, "rollout")["vllm"],
+                         mode=engine_settings(smk.config, "rollout")["mode"])
     schedule = getattr(p, "schedule", None) or smk.config.get("rollout", {}).get("schedule")
     try:
         result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig.from_dict(p.sampling),

@@ -16,7 +16,8 @@ def main(smk):
                               max_tokens=s["max_tokens"])
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "sealong")["vllm"])
+                         vllm=engine_settings(smk.config, "sealong")["vllm"],
+                         mode=engine_settings(smk.config, "sealong")["mode"])
     try:
         rows, stats = sample_sealong(samples, engine, load_templates(p.prompts), sampling, s["n"], p.instruction,
                                      p.seed, max_model_len=p.engine["max_model_len"], prompt_mode=p.prompt_mode)

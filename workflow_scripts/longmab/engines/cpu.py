@@ -116,3 +116,61 @@ def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -
     os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
     log.info("vLLM CPU binding: core(s) %s (free of other engine jobs)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
     return fds
+
+
+def parse_core_list(spec: str | None) -> list[int] | None:
+    """The cores of a ``VLLM_CPU_OMP_THREADS_BIND`` value such as ``"0"``, ``"0-1"`` or ``"0,2-3"``;
+    None for ``auto``, ``nobind``, an empty value or one with several ranks (``|``)."""
+    if not spec or spec in ("auto", "nobind") or "|" in spec:
+        return None
+    cores: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cores.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        return None
+    return cores or None
+
+
+class ProcessPin:
+    """Pin this process to the cores vLLM's spawned worker would have been bound to, for vLLM running
+    in this process (engine core and worker in the caller: no spawned processes, issue #22).
+
+    vLLM's multiprocess executor binds its worker's OpenMP threads (``OMP_NUM_THREADS`` = the number of
+    bound cores, affinity from ``VLLM_CPU_OMP_THREADS_BIND``); its single-process ("uni") executor
+    binds nothing, and torch then runs as many threads as cores, unpinned: other numerics (other
+    texts) and, on a shared machine, OpenMP threads fighting other jobs (bench/README.md, Engines).
+    Pinning the process to the same cores with the same thread count gives the worker's numerics
+    (identical texts, tests/test_engine.py). :meth:`restore` undoes it (affinity, thread count, and
+    ``torch.set_num_threads``, which vLLM's CPU worker replaces process-wide with a no-op).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.set_num_threads = torch.set_num_threads
+        self.threads = torch.get_num_threads()
+        try:
+            self.affinity: set[int] | None = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            self.affinity = None
+        cores = parse_core_list(os.environ.get("VLLM_CPU_OMP_THREADS_BIND"))
+        if cores and self.affinity is not None:
+            os.sched_setaffinity(0, cores)
+        # vLLM's "auto" gives the worker one core (the other kept for its engine core process)
+        torch.set_num_threads(len(cores) if cores else 1)
+        self.cores = cores
+        log.info("vLLM in this process: pinned to core(s) %s, %d torch thread(s)",
+                 ",".join(map(str, cores)) if cores else "any", torch.get_num_threads())
+
+    def restore(self) -> None:
+        torch = self.torch
+        torch.set_num_threads = self.set_num_threads
+        torch.set_num_threads(self.threads)
+        if self.cores and self.affinity is not None:
+            try:
+                os.sched_setaffinity(0, self.affinity)
+            except OSError:  # pragma: no cover - cores went away
+                pass

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import Engine
+from .server import resolve_mode
 
 log = logging.getLogger("longmab")
 
 
-def make_engine(backend: str, model_path: str, **kw: Any) -> Engine:
+def make_engine(backend: str, model_path: str, mode: str | None = None, run_dir: str = ".", **kw: Any) -> Engine:
     """Create an engine: ``backend`` is ``"vllm"`` or ``"transformers"`` (alias ``"hf"``).
 
     Keyword arguments go to the engine class (``dtype``, ``max_model_len``, ``seed``, and
@@ -21,38 +22,47 @@ def make_engine(backend: str, model_path: str, **kw: Any) -> Engine:
     checked by :func:`check_vllm_args`; ignored by the transformers engine). ``None`` values are
     dropped so config files can leave them unset. ``model_path`` may be a download record
     (``rules/download.smk``, :func:`longmab.hub.resolve_local`).
+
+    ``mode`` is ``engine.mode``: ``"server"`` returns a client of the run's shared engine for this
+    model and these settings (:mod:`longmab.engines.server`; ``run_dir`` is the run's working
+    directory), started when there is none; ``"inprocess"`` (default, and always in a SLURM job)
+    starts the engine in this process.
     """
     from ..hub import resolve_local
     from ..models import resolve_model_path
 
     kw = {k: v for k, v in kw.items() if v is not None}
+    if backend not in ("vllm", "transformers", "hf"):
+        raise ValueError(f"unknown engine backend {backend!r} (expected 'vllm' or 'transformers')")
     vllm_args = kw.pop("vllm", None)
     path = resolve_model_path(resolve_local(model_path))  # a download record names a local snapshot
+    if resolve_mode(mode) == "server":
+        from .server import connect
+
+        return connect(backend, path, {**kw, "vllm": vllm_args}, run_dir=run_dir)
     if backend == "vllm":
         from .vllm_engine import VLLMEngine
 
         return VLLMEngine(path, vllm=vllm_args, **kw)
-    if backend in ("transformers", "hf"):
-        if vllm_args:
-            log.info("transformers engine: engine.vllm %s is for vLLM only, ignored", sorted(vllm_args))
-        kw.pop("cpu_env", None)
-        from .hf_engine import HFEngine
+    if vllm_args:
+        log.info("transformers engine: engine.vllm %s is for vLLM only, ignored", sorted(vllm_args))
+    kw.pop("cpu_env", None)
+    from .hf_engine import HFEngine
 
-        return HFEngine(path, **kw)
-    raise ValueError(f"unknown engine backend {backend!r} (expected 'vllm' or 'transformers')")
+    return HFEngine(path, **kw)
 
 
 def engine_settings(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """The engine of a generating ``stage`` (probe, rollout, sealong, eval) from a validated config.
 
-    Returns ``{"backend", "dtype", "max_model_len", "vllm"}``: the ``engine`` section, where the eval
+    Returns ``{"backend", "dtype", "max_model_len", "vllm", "mode"}``: the ``engine`` section, where the eval
     stage takes ``eval.backend``, ``eval.max_model_len`` and ``eval.vllm`` when they are set
     (``eval.vllm`` is merged over ``engine.vllm``, key by key). So a long-context evaluation (e.g.
     Qwen2.5 with YaRN at 131072 tokens) does not change the probe and rollout engine.
     """
     e = config["engine"]
     out = {"backend": e["backend"], "dtype": e["dtype"], "max_model_len": e["max_model_len"],
-           "vllm": dict(e.get("vllm") or {})}
+           "vllm": dict(e.get("vllm") or {}), "mode": e.get("mode") or "inprocess"}
     if stage == "eval":
         ev = config.get("eval", {})
         if ev.get("backend"):

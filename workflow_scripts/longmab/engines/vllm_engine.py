@@ -20,7 +20,7 @@ from .base import (
     _InFlight,
     _log_call,
 )
-from .cpu import apply_vllm_cpu_env, bind_vllm_cpu_cores, release_cpu_cores
+from .cpu import ProcessPin, apply_vllm_cpu_env, bind_vllm_cpu_cores, release_cpu_cores
 
 log = logging.getLogger("longmab")
 
@@ -88,6 +88,17 @@ def _engine_arg_names() -> set[str] | None:
         return None
 
 
+def single_process_ok(args: Mapping[str, Any] | None) -> bool:
+    """Whether vLLM on the CPU may run in the caller's process (engine core and worker, no spawned
+    processes): not when ``engine.vllm`` chooses an executor or more than one rank, or when
+    ``VLLM_ENABLE_V1_MULTIPROCESSING=1`` is set."""
+    a = dict(args or {})
+    if "distributed_executor_backend" in a or os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "1":
+        return False
+    return all(int(a.get(k) or 1) == 1 for k in ("tensor_parallel_size", "pipeline_parallel_size",
+                                                  "data_parallel_size"))
+
+
 def _model_max_len(model_path: str) -> int:
     from transformers import AutoConfig
 
@@ -115,6 +126,7 @@ class VLLMEngine:
     ) -> None:
         t0 = time.perf_counter()
         self._core_locks: list[int] = []
+        self._pin: ProcessPin | None = None
         # CPU or CUDA without initialising CUDA in this process (a GPU job without a usable GPU
         # stops here with the reason), and vLLM's workers started with spawn, never fork.
         gpu = base._has_cuda()
@@ -122,6 +134,10 @@ class VLLMEngine:
         applied = apply_vllm_cpu_env(cpu_env, force=not gpu)
         if applied:
             log.info("vLLM CPU environment: %s", applied)
+        one_process = not gpu and single_process_ok(vllm)
+        if one_process:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            one_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         if not gpu:
             # concurrent engine jobs (two shards on 2 cores) on distinct cores, not all on core 0
             self._core_locks = bind_vllm_cpu_cores(cpu_cores)
@@ -142,11 +158,21 @@ class VLLMEngine:
             # own compile cache: "'function' object has no attribute 'finalize_loading'") and the
             # compiled model generated no faster than eager mode in bench/README.md.
             kwargs["enforce_eager"] = True
+        if one_process:
+            # Engine core and worker in this process: ~16 s less per start than vLLM's two spawned
+            # processes (each imports vLLM and torch again), same texts (bench/README.md, "Engine
+            # start"). The worker's core binding is then ours to apply (ProcessPin).
+            kwargs["distributed_executor_backend"] = "uni"
+            self._pin = ProcessPin()
         kwargs.update(passthrough)  # engine.vllm (the config) wins over the CPU defaults above
         kwargs.update(engine_kwargs)
-        log.info("vLLM engine arguments (%s, workers: %s): %s", "CUDA" if gpu else "CPU",
-                 os.environ["VLLM_WORKER_MULTIPROC_METHOD"], kwargs)
-        self.llm = LLM(**kwargs)
+        log.info("vLLM engine arguments (%s, %s): %s", "CUDA" if gpu else "CPU",
+                 "one process" if one_process else "workers: " + os.environ["VLLM_WORKER_MULTIPROC_METHOD"], kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except BaseException:
+            self.close()
+            raise
         self.tokenizer = self.llm.get_tokenizer()
         self.start_seconds = time.perf_counter() - t0
         log.info("vLLM engine for %s (%s) started in %.1f s", model_path, dtype, self.start_seconds)
@@ -243,6 +269,9 @@ class VLLMEngine:
                 log.debug("vLLM shutdown: %s", exc)
             self.llm = None
             gc.collect()
+        if getattr(self, "_pin", None) is not None:
+            self._pin.restore()
+            self._pin = None
         if getattr(self, "_core_locks", None):
             release_cpu_cores(self._core_locks)
             self._core_locks = []
