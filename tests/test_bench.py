@@ -115,3 +115,68 @@ def test_dryrun_scale_bench_plans_the_paper_dag():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "run 1: " in proc.stdout and "1147 jobs planned" in proc.stdout  # 1,146 + rule all
     assert "dry run at paper scale: min" in proc.stdout
+
+
+def test_engines_bench_small_run(tiny_run, tmp_path):
+    """bench/engines.py: one transformers variant on one short prompt, its row and its JSON."""
+    out = tmp_path / "engines.json"
+    cmd = [sys.executable, str(REPO / "bench" / "engines.py"), "--model", str(tiny_run / "results" / "models" / "policy"),
+           "--variants", "hf-fp32-t1", "--n-prompts", "1", "--min-tokens", "40", "--max-context", "60",
+           "--max-tokens", "4", "--no-phases", "--log-dir", str(tmp_path / "logs"), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [row] = json.loads(out.read_text())
+    assert row["rc"] == 0 and row["n"] == 1 and row["start_s"] > 0 and len(row["outputs_sha"]) == 8
+    assert "| hf-fp32-t1 |" in proc.stdout
+
+
+def test_rollout_async_and_sim_benches_small_run(tiny_run, tmp_path):
+    """bench/rollout_async.py (sync vs async on one real engine) feeds bench/rollout_sim.py."""
+    out = tmp_path / "async.json"
+    cmd = [sys.executable, str(REPO / "bench" / "rollout_async.py"), "--data", str(tiny_run / "data" / "train.jsonl"),
+           "--samples", "2", "--rounds", "2", "--max-tokens", "8", "--backend", "transformers",
+           "--model", str(tiny_run / "results" / "models" / "policy"), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result, "rollout_async wrote nothing"
+    sim = subprocess.run([sys.executable, str(REPO / "bench" / "rollout_sim.py"), "--json", str(out),
+                          "--samples", "3", "--rounds", "2", "--max-tokens", "8", "--trials", "3"],
+                         cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=300)
+    assert sim.returncode == 0, sim.stderr[-4000:]
+    assert "|" in sim.stdout
+
+
+def test_frontier_bench_one_tiny_point(tmp_path):
+    """bench/frontier.py: one point of 2 samples through preference_data (warm-up off, 1 round)."""
+    out = tmp_path / "frontier.json"
+    cmd = [sys.executable, str(REPO / "bench" / "frontier.py"), "--points", "transformers:2",
+           "--work-dir", str(tmp_path / "work"), "--json", str(out),
+           "--set", "models.warmup.enabled=false", "--set", "rollout.rounds=1", "--set", "sampling.max_tokens=8",
+           "--set", "data.shards=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    [row] = json.loads(out.read_text())
+    assert row["rc"] == 0 and row["point"] == "transformers:2" and row["wall_s"] > 0
+    assert "| transformers:2 |" in proc.stdout
+
+
+def test_run_modes_bench_two_sides_until_data(tmp_path):
+    """bench/run_modes.py: two sides (a commit, and the same commit with a config override) side by
+    side, stopped after the data rule; the table has both rows and the ratio column."""
+    out = tmp_path / "modes.json"
+    cmd = [sys.executable, str(REPO / "bench" / "run_modes.py"), "--side", "a=HEAD", "--side",
+           "b=HEAD:engine={mode: server}", "--until", "data", "--work", str(tmp_path / "work"), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(out.read_text())
+    assert [r["side"] for r in rows] == ["a", "b"] and rows[1]["config"] == ["engine={mode: server}"]
+    assert all(r["wall_s"] > 0 and r["engine_starts"] == 0 and r["jobs"] >= 1 for r in rows)
+    assert "| a |" in proc.stdout and "| 1.00 |" in proc.stdout
+
+
+def test_setup_public_index_script_parses():
+    """bench/setup_public_index.sh downloads several GB from PyPI (opt-in, not run offline): its
+    syntax is checked here."""
+    proc = subprocess.run(["bash", "-n", str(REPO / "bench" / "setup_public_index.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -68,6 +68,12 @@ def test_no_change_nothing_to_do(run_copy):
     assert planned(run_copy) == {}
 
 
+@pytest.mark.parametrize("knob", [{"engine": {"mode": "server"}}, {"rollout": {"schedule": "sync"}},
+                                  {"engine": {"vllm": {"max_num_seqs": 8}}}])
+def test_a_speed_knob_reruns_nothing(run_copy, knob):
+    assert planned(run_copy, knob) == {}
+
+
 @pytest.mark.parametrize("change", [{"max_tokens": 17}, {"backend": "transformers"}])
 def test_eval_key_reruns_only_eval_side(run_copy, change):
     expected = downstream_of(run_copy, "eval")

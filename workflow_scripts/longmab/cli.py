@@ -167,6 +167,11 @@ def _runctl_run(args: argparse.Namespace) -> int:
         if result.ok:
             for path in result.stale:
                 path.unlink(missing_ok=True)
+            from .engines.server import cleanup
+
+            n = cleanup(args.dir)  # engine servers of the dead run (engine.mode server)
+            if n:
+                print(f"stopped {n} engine server(s) left by the run that is gone")
         return 0 if result.ok else 1
     stopped = request_stop(args.dir)
     if not stopped:  # nothing to do is not a failure (`make stop` twice, or after the run ended)

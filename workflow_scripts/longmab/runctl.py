@@ -493,6 +493,7 @@ class StopGuard:
             write_record(self.workdir)
         except OSError as exc:  # never block a run for its record
             print(f"longmab: could not write the run record: {exc}", file=sys.stderr)
+        self._engines("cleanup")  # servers left by a run that is gone (engine.mode server)
         for sig in self.SIGNALS:
             try:
                 self._previous[sig] = signal.getsignal(sig)
@@ -502,9 +503,11 @@ class StopGuard:
 
     def success(self) -> None:
         remove_record(self.workdir)
+        self._engines("stop")
 
     def error(self, log: str | None = None) -> None:
         remove_record(self.workdir)
+        self._engines("stop")
         if self.signum is None:
             return
         report = self.report(log)
@@ -521,6 +524,19 @@ class StopGuard:
         raise SystemExit(code)
 
     # -- internals -------------------------------------------------------------------------------
+    def _engines(self, action: str) -> None:
+        """Stop this run's engine servers (``stop``: the run ends) or the servers of runs that are
+        gone (``cleanup``: a run starts). Never fails the run."""
+        try:
+            from .engines.server import cleanup, stop_servers
+
+            n = stop_servers(self.workdir) if action == "stop" else cleanup(self.workdir)
+            if n:
+                print(f"longmab: {'stopped' if action == 'stop' else 'cleaned up'} {n} engine server(s)",
+                      file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001
+            print(f"longmab: engine servers ({action}): {exc}", file=sys.stderr)
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is None:
             self.signum = signum

@@ -48,7 +48,14 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from .base import Conversation, OnDone, SamplingConfig, StreamRequest, _check_args, _log_call
+from .base import (
+    Conversation,
+    OnDone,
+    SamplingConfig,
+    StreamRequest,
+    _check_args,
+    _log_call,
+)
 
 log = logging.getLogger("longmab")
 
@@ -117,10 +124,20 @@ def _address(run_dir: Path, key: str) -> str:
 
 
 def _proc_start(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of the live process ``pid``; None when it is gone or a
+    zombie (a server started by this process that exited and was not reaped yet)."""
     from ..runctl import read_proc
 
     p = read_proc(pid)
-    return None if p is None else p.start
+    if p is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2 :].startswith("Z"):
+            return None
+    except OSError:
+        return None
+    return p.start
 
 
 def find_owner(pid: int | None = None) -> tuple[int, int]:
@@ -268,10 +285,11 @@ class EngineClient:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def _died(self, exc: BaseException) -> EngineServerError:
-        return EngineServerError(
-            f"the engine server for {self.model} (pid {self.info.get('pid')}) stopped answering during "
-            f"this job ({type(exc).__name__}); its log: {self.info.get('log')}. `make resume` re-runs "
-            "this job and starts a new server.")
+        msg = (f"the engine server for {self.model} (pid {self.info.get('pid')}) stopped answering during "
+               f"this job ({type(exc).__name__}); its log: {self.info.get('log')}. `make resume` re-runs "
+               "this job and starts a new server.")
+        log.error(msg)  # in the job's log too, not only in Snakemake's output
+        return EngineServerError(msg)
 
     def _send(self, msg: tuple) -> None:
         try:
@@ -601,7 +619,7 @@ class _Server:
                     self.dispatch(conn, msg)
                 except (EOFError, OSError):
                     return  # the client went away mid-call
-                except Exception as exc:  # noqa: BLE001 - the client gets it
+                except Exception as exc:
                     log.exception("engine server: %s call failed", op)
                     with contextlib.suppress(OSError, EOFError):
                         conn.send(("error", type(exc).__name__, str(exc)))
