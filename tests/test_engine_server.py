@@ -200,9 +200,11 @@ def test_slurm_jobs_use_the_inprocess_engine():
 
 # --- the workflow in server mode ---------------------------------------------------------------------
 
-#: The files the generating jobs write (their .stats.json hold timings: not compared).
-GENERATED = ("results/probe/*/*.jsonl", "results/rollout/*/*.jsonl", "results/sealong/*/*.jsonl",
-             "results/eval/base*/*/preds.jsonl")
+#: Files of three generating jobs (their .stats.json hold timings: not compared): one rollout shard
+#: and one SeaLong shard (the same transformers engine, streaming and batched calls) and the base
+#: evaluation (vLLM: config.yaml's eval.backend). The probes are generated through the same calls
+#: (test_server_texts_equal_inprocess_and_one_start_serves_many_jobs).
+GENERATED = ("results/rollout/*/000.jsonl", "results/sealong/*/000.jsonl", "results/eval/base*/*/preds.jsonl")
 
 
 def server_copy(tiny_run, dest: Path, patterns=GENERATED) -> tuple[Path, dict[str, bytes]]:
@@ -244,6 +246,7 @@ def test_workflow_in_server_mode_writes_the_same_files_with_one_start_per_engine
         text = p.read_text()
         assert text.count(" engine for ") == 1, f"{p.name}: one engine construction per server"
     jobs = len([k for k in expected if "/eval/" not in k]) + 1  # one eval job covers every benchmark
+    assert jobs == 3
     assert connects == jobs - starts, f"the other {jobs - starts} jobs connect to a running server, got {connects}"
     assert server_procs(work) == [] and list_servers(work) == [], "no server outlives the run"
 
@@ -251,8 +254,8 @@ def test_workflow_in_server_mode_writes_the_same_files_with_one_start_per_engine
 def test_a_killed_server_fails_its_job_and_make_resume_recovers(tiny_run, tmp_path):
     from conftest import BIN, run_snakemake, snakemake_env
 
-    work, expected = server_copy(tiny_run, tmp_path / "kill", ("results/rollout/*/*.jsonl",))
-    targets = list(expected)  # the rollout shards only: the probes are there
+    work, expected = server_copy(tiny_run, tmp_path / "kill", ("results/rollout/*/000.jsonl",))
+    targets = list(expected)  # one rollout shard
     cmd = [str(BIN / "snakemake"), "--cores", "2", *targets, "--configfile", "tiny.yaml", "--config",
            "engine={mode: server}"]
     proc = subprocess.Popen(cmd, cwd=work, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
