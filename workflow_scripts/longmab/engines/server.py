@@ -32,6 +32,7 @@ SLURM jobs run on their own nodes: they always use the in-process engine (:func:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -312,7 +313,7 @@ class EngineClient:
         _check_args(conversations, seeds)
         if not conversations:
             return []
-        self._send(("generate", [list(c) for c in conversations], _sampling_dict(sampling),
+        self._send(("generate", [list(c) for c in conversations], dataclasses.asdict(sampling),
                     [int(s) for s in seeds], self.chat_template))
         _, texts, stats = self._recv()
         self.last_stats = stats
@@ -334,7 +335,7 @@ class EngineClient:
                 out.append((i, list(conv), int(seed)))
             return out
 
-        self._send(("stream", wire(requests), _sampling_dict(sampling), self.chat_template))
+        self._send(("stream", wire(requests), dataclasses.asdict(sampling), self.chat_template))
         while True:
             msg = self._recv()
             if msg[0] == "end":
@@ -358,11 +359,6 @@ class EngineClient:
             with contextlib.suppress(OSError):
                 self.conn.close()
             self.conn = None
-
-
-def _sampling_dict(s: SamplingConfig) -> dict:
-    return {"temperature": s.temperature, "top_p": s.top_p, "presence_penalty": s.presence_penalty,
-            "max_tokens": s.max_tokens}
 
 
 def _connect(rec: dict, owner: tuple[int, int], timeout: float = 10.0) -> tuple[Connection, dict]:

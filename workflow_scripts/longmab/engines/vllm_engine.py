@@ -26,7 +26,7 @@ log = logging.getLogger("longmab")
 
 
 def _vllm_sampling_params(sampling: SamplingConfig, seed: int):
-    """The ``vllm.SamplingParams`` of one request (the same mapping as :meth:`VLLMEngine.generate`)."""
+    """The ``vllm.SamplingParams`` of one request (greedy: temperature 0, top_p 1)."""
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -180,21 +180,10 @@ class VLLMEngine:
     def generate(
         self, conversations: Sequence[Conversation], sampling: SamplingConfig, seeds: Sequence[int]
     ) -> list[str]:
-        from vllm import SamplingParams
-
         _check_args(conversations, seeds)
         if not conversations:
             return []
-        params = [
-            SamplingParams(
-                temperature=0.0 if sampling.greedy else sampling.temperature,
-                top_p=1.0 if sampling.greedy else sampling.top_p,
-                presence_penalty=sampling.presence_penalty,
-                max_tokens=sampling.max_tokens,
-                seed=int(s),
-            )
-            for s in seeds
-        ]
+        params = [_vllm_sampling_params(sampling, s) for s in seeds]
         t0 = time.perf_counter()
         outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False,
                              chat_template=self.chat_template)
