@@ -68,7 +68,8 @@ def test_no_change_nothing_to_do(run_copy):
     assert planned(run_copy) == {}
 
 
-@pytest.mark.parametrize("knob", [{"engine": {"mode": "server"}}, {"rollout": {"schedule": "sync"}},
+@pytest.mark.parametrize("knob", [{"engine": {"mode": "server"}}, {"engine": {"cpu_cores": 2}},
+                                  {"rollout": {"schedule": "sync"}},
                                   {"engine": {"vllm": {"max_num_seqs": 8}}}])
 def test_a_speed_knob_reruns_nothing(run_copy, knob):
     assert planned(run_copy, knob) == {}

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from longmab.benchmarks import load_benchmark
-from longmab.engines import SamplingConfig, engine_settings, make_engine, set_chat_template
+from longmab.engines import SamplingConfig, engine_options, make_engine, set_chat_template
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -28,8 +28,7 @@ def main(smk):
     sampling = eval_sampling(p)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "eval")["vllm"],
-                         mode=engine_settings(smk.config, "eval")["mode"])
+                         **engine_options(smk.config, "eval"))
     template = Path(p.chat_template).read_text(encoding="utf-8") if p.chat_template else None
     set_chat_template(engine, template)
     try:

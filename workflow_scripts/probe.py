@@ -1,5 +1,5 @@
 """Rule `probe`: chunk contexts and generate probe chains of thought for one shard (thin adapter)."""
-from longmab.engines import engine_settings, make_engine
+from longmab.engines import engine_options, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -13,8 +13,7 @@ def main(smk):
     samples = read_jsonl(smk.input.shard)
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "probe")["vllm"],
-                         mode=engine_settings(smk.config, "probe")["mode"])
+                         **engine_options(smk.config, "probe"))
     try:
         # subem: config reward.subem (the keep decision's containment test); max_model_len: samples
         # whose probe prompt + max_tokens exceed it are dropped with a reason, not the whole shard.

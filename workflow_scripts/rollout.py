@@ -10,7 +10,7 @@ Outputs: the rollout rows and (``stats``, optional) the run's statistics as JSON
 """
 from pathlib import Path
 
-from longmab.engines import SamplingConfig, engine_settings, make_engine
+from longmab.engines import SamplingConfig, engine_options, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -52,8 +52,7 @@ def main(smk):
     model = str(smk.input.model) if smk.input.model else p.engine["model"]  # built embedded model or user path
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "rollout")["vllm"],
-                         mode=engine_settings(smk.config, "rollout")["mode"])
+                         **engine_options(smk.config, "rollout"))
     schedule = getattr(p, "schedule", None) or smk.config.get("rollout", {}).get("schedule")
     try:
         result, stats = run_rollout(rows, engine, load_templates(p.prompts), SamplingConfig.from_dict(p.sampling),

@@ -1,5 +1,5 @@
 """Rule `sealong`: N full-context samples per question for the SeaLong baseline (thin adapter)."""
-from longmab.engines import SamplingConfig, engine_settings, make_engine
+from longmab.engines import SamplingConfig, engine_options, make_engine
 from longmab.io import read_jsonl, write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -16,8 +16,7 @@ def main(smk):
                               max_tokens=s["max_tokens"])
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
                          max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         vllm=engine_settings(smk.config, "sealong")["vllm"],
-                         mode=engine_settings(smk.config, "sealong")["mode"])
+                         **engine_options(smk.config, "sealong"))
     try:
         rows, stats = sample_sealong(samples, engine, load_templates(p.prompts), sampling, s["n"], p.instruction,
                                      p.seed, max_model_len=p.engine["max_model_len"], prompt_mode=p.prompt_mode)

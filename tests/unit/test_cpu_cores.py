@@ -62,3 +62,22 @@ def test_bind_sets_vllm_env_and_respects_the_users_choice(tmp_path, monkeypatch)
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "auto")
     assert bind_vllm_cpu_cores(1, tmp_path) == []
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+
+
+def test_an_engine_asked_for_n_cores_always_gets_n_threads(tmp_path, monkeypatch):
+    """The thread count is part of the bf16 numerics: a server asking for both cores while another
+    engine job holds one still runs two threads (sharing the held core), not one."""
+    from longmab.engines.cpu import default_cpu_cores
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    held, fh = claim_cpu_cores(1, tmp_path)
+    assert held == [0]
+    fds = bind_vllm_cpu_cores(2, tmp_path)
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and len(fds) == 1  # core 1 claimed, 0 shared
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
+    fds2 = bind_vllm_cpu_cores(2, tmp_path)  # every core held: still two threads
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and fds2 == []
+    release_cpu_cores(fh + fds)
+    assert default_cpu_cores("inprocess") == 1 and default_cpu_cores("server") == 2

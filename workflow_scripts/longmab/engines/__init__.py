@@ -56,7 +56,7 @@ from .cpu import (
     claim_cpu_cores,
     release_cpu_cores,
 )
-from .factory import engine_settings, make_engine
+from .factory import engine_options, engine_settings, make_engine
 from .hf_engine import HFEngine
 from .vllm_engine import VLLM_RESERVED_ARGS, VLLMEngine, check_vllm_args
 
@@ -74,6 +74,7 @@ __all__ = [
     "bind_vllm_cpu_cores",
     "check_vllm_args",
     "claim_cpu_cores",
+    "engine_options",
     "engine_settings",
     "make_engine",
     "release_cpu_cores",

@@ -108,14 +108,37 @@ def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -
         ncpu = os.cpu_count() or 1
     if ncpu < 2:
         return []
-    cores, fds = claim_cpu_cores(max(1, min(int(n), ncpu)), lock_dir)
-    if not cores:
+    n = max(1, min(int(n), ncpu))
+    cores, fds = claim_cpu_cores(n, lock_dir)
+    if not cores and n == 1:
         log.info("vLLM CPU binding: every core is held by another engine job; vLLM's own binding applies")
         return []
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+    shared: list[int] = []
+    if len(cores) < n:
+        # The thread count is part of the numerics (bf16 GEMMs split their work by thread): an engine
+        # asked for n cores always gets n threads, on free cores first, then sharing held ones.
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            cpus = list(range(ncpu))
+        shared = [c for c in cpus if c not in cores][: n - len(cores)]
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(cores + shared))
     os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    log.info("vLLM CPU binding: core(s) %s (free of other engine jobs)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+    log.info("vLLM CPU binding: core(s) %s (%s)", os.environ["VLLM_CPU_OMP_THREADS_BIND"],
+             f"{','.join(map(str, shared))} shared with other engine jobs" if shared else "free of other engine jobs")
     return fds
+
+
+def default_cpu_cores(mode: str) -> int:
+    """Cores (threads) of a vLLM CPU engine when ``engine.cpu_cores`` is null: one per engine job in
+    process (concurrent shard jobs each get their own core), every core of this machine (its
+    affinity) for a run's shared server (``engine.mode: server``), which serves the jobs in turn."""
+    if mode != "server":
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def parse_core_list(spec: str | None) -> list[int] | None:
