@@ -237,23 +237,40 @@ def external_model_input(name):
     return [rec] if rec else []
 
 
+def eval_served_adapter(wc):
+    """Whether the row's model is its LoRA adapter applied by the engine (eval.adapters), not merged."""
+    return det("eval", wc)["model"].get("served") == "adapter"
+
+
 def eval_model_input(wc):
     """The evaluated model folder: the built embedded policy (or nothing for a user path / hub id)
     for the base model, the merged DPO model for a run; for an external row its download record,
-    or the merged folder when it has an adapter (nothing for a plain local folder)."""
+    or the merged folder when it has an adapter (nothing for a plain local folder). With
+    eval.adapters the model an adapter is applied to: the policy, the external row's model."""
     model = det("eval", wc)["model"]
+    served = eval_served_adapter(wc)
     if model["kind"] == "external":
-        if model["adapter"]:
+        if model["adapter"] and not served:
             return [external_merged(wc.tag)]
         return external_model_input(model["name"])
-    return policy_input() if model["kind"] == "base" else [merged_model(model["dpo"])]
+    if model["kind"] == "base" or served:
+        return policy_input()
+    return [merged_model(model["dpo"])]
+
+
+def eval_adapter_input(wc):
+    """The adapter folder a run's row applies at generation time (eval.adapters): its DPO adapter,
+    an output of dpo_train (an external row's adapter is a user folder, a param as in merge_adapter)."""
+    trained = det("eval", wc)["model"]["kind"] == "trained"
+    return [eval_adapter(wc)] if trained and eval_served_adapter(wc) else []
 
 
 def eval_model_path(wc):
     model = det("eval", wc)["model"]
+    served = eval_served_adapter(wc)
     if model["kind"] == "external":
-        return external_merged(wc.tag) if model["adapter"] else model["model"]
-    return policy_path() if model["kind"] == "base" else merged_model(model["dpo"])
+        return external_merged(wc.tag) if model["adapter"] and not served else model["model"]
+    return policy_path() if model["kind"] == "base" or served else merged_model(model["dpo"])
 
 
 def eval_revision(wc):
@@ -261,7 +278,7 @@ def eval_revision(wc):
     model = det("eval", wc)["model"]
     if model["kind"] == "external":
         return model["revision"]
-    return config["models"].get("revision") if model["kind"] == "base" else None
+    return config["models"].get("revision") if model["kind"] == "base" or eval_served_adapter(wc) else None
 
 
 def eval_adapter(wc):

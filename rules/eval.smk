@@ -6,6 +6,7 @@ rule eval:
     input:
         benchmarks=[b["path"] for b in config["eval"]["benchmarks"].values()],
         model=eval_model_input,
+        adapter=eval_adapter_input,
     output:
         preds=expand("results/eval/{{tag}}/{bench}/preds.jsonl", bench=BENCHMARKS),
         metrics=expand("results/eval/{{tag}}/{bench}/metrics.json", bench=BENCHMARKS),
@@ -22,6 +23,7 @@ rule eval:
         model_name=eval_name,
         revision=eval_revision,
         adapter=eval_adapter,
+        serve_adapter=eval_served_adapter,
         chat_template=lambda wc: (
             det("eval", wc)["model"].get("chat_template") or {}
         ).get("path"),

@@ -180,3 +180,19 @@ def test_setup_public_index_script_parses():
     syntax is checked here."""
     proc = subprocess.run(["bash", "-n", str(REPO / "bench" / "setup_public_index.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_adapters_bench_small_run(tiny_run, tmp_path):
+    """bench/adapters.py: the tiny run's trained model as merged model and as served adapter, one item
+    of each benchmark: a row each, the merged row identical to itself."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "adapters.json"
+    cmd = [sys.executable, str(REPO / "bench" / "adapters.py"), "--workdir", str(tiny_run), "--configfile",
+           "tiny.yaml", "--max-items", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    merged, adapter = json.loads(out.read_text())
+    assert (merged["variant"], adapter["variant"]) == ("merged", "adapter")
+    assert set(merged["subem"]) == set(adapter["subem"]) and all(len(v) == 1 for v in merged["outputs"].values())
+    n = len(merged["outputs"])
+    assert f"| merged | {merged['start_s']:.1f} | {merged['eval_s']:.1f} | {n} / {n} |" in proc.stdout

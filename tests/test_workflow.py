@@ -309,3 +309,18 @@ def test_longmab_plan_shows_the_paper_dag_without_its_data():
     assert "| probe | 100 | gpu=1 (100) |" in proc.stdout and "| rollout | 500 |" in proc.stdout
     assert "| **total** | **1146** |" in proc.stdout
     assert not (REPO / "data" / "train_data").exists()  # nothing written into the checkout
+
+
+def test_served_adapters_evaluate_without_waiting_for_the_merge(workdir):
+    """eval.adapters: the trained row's eval job takes the DPO adapter and the policy, not the merged
+    model (dpo_export is no ancestor of any eval job), while `all` still builds the merged model;
+    with the transformers engine the config fails before any job."""
+    (workdir / "ad.yaml").write_text(yaml.safe_dump({"study": "ad", "eval": {"adapters": True}}))
+    merged = dry_run_counts(run_snakemake(workdir, "-n", "--until", "eval"))
+    served = dry_run_counts(run_snakemake(workdir, "-n", "--until", "eval", "--configfile", "ad.yaml"))
+    assert merged.get("dpo_export") == 1 and served["eval"] == merged["eval"] == 2, (merged, served)
+    assert "dpo_export" not in served and served.get("dpo_train") == 1, served
+    assert dry_run_counts(run_snakemake(workdir, "-n", "--configfile", "ad.yaml")).get("dpo_export") == 1
+    (workdir / "ad2.yaml").write_text(yaml.safe_dump({"eval": {"adapters": True, "backend": "transformers"}}))
+    proc = run_snakemake(workdir, "-n", "--configfile", "ad2.yaml", check=False)
+    assert proc.returncode != 0 and "eval.adapters" in proc.stderr + proc.stdout

@@ -2,7 +2,14 @@
 from pathlib import Path
 
 from longmab.benchmarks import load_benchmark
-from longmab.engines import SamplingConfig, engine_options, make_engine, set_chat_template
+from longmab.engines import (
+    SamplingConfig,
+    engine_options,
+    lora_engine_args,
+    make_engine,
+    set_adapter,
+    set_chat_template,
+)
 from longmab.io import write_json, write_jsonl
 from longmab.logs import setup_logging
 from longmab.prompts import load_templates
@@ -26,19 +33,24 @@ def main(smk):
                   for name, path in zip(names, smk.input.benchmarks)}
     model = str(smk.input.model) if smk.input.model else p.model  # a built folder or a user path / hub id
     sampling = eval_sampling(p)
+    options = engine_options(smk.config, "eval")
+    if p.serve_adapter:  # eval.adapters: the base model's engine applies the LoRA adapter to each request
+        options["vllm"] = {**options["vllm"], **lora_engine_args(p.adapter)}
     engine = make_engine(p.engine["backend"], model, dtype=p.engine["dtype"],
-                         max_model_len=p.engine["max_model_len"], seed=p.seed,
-                         **engine_options(smk.config, "eval"))
+                         max_model_len=p.engine["max_model_len"], seed=p.seed, **options)
     template = Path(p.chat_template).read_text(encoding="utf-8") if p.chat_template else None
     set_chat_template(engine, template)
+    if p.serve_adapter:
+        set_adapter(engine, p.adapter)
     try:
         preds, metrics = evaluate(benchmarks, engine, load_templates(p.prompts), sampling, p.max_input_len, p.seed,
                                   max_model_len=p.engine["max_model_len"], model_name=p.model_name)
     finally:
         engine.close()
     described = describe_model(model, p.revision)
-    if p.adapter:  # a trained or external row: the LoRA adapter its merged model was made from
-        described["adapter"] = describe_model(p.adapter)
+    if p.adapter:  # a trained or external row: the LoRA adapter its merged model was made from,
+        described["adapter"] = describe_model(p.adapter)  # or that the engine applied (eval.adapters)
+        described["served"] = "adapter" if p.serve_adapter else "merged"
     if template is not None:
         described["chat_template"] = {"path": p.chat_template, "sha256": file_sha256(p.chat_template)}
     prov = provenance_record(model=described, workflow_dir=smk.scriptdir, **p.provenance)

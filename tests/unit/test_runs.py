@@ -174,3 +174,36 @@ def test_config_and_runs_do_not_import_each_other_in_a_circle():
     tree = ast.parse((REPO / "workflow_scripts" / "longmab" / "runs.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "config" not in imported and "errors" in imported
+
+
+def test_serving_adapters_renames_only_the_trained_rows_eval():
+    """eval.adapters (LoRA serving) gives other numerics than the merged model: its own eval folder;
+    everything else, the base row included, keeps its folder; a config without it keeps its names."""
+    a = plan_of(embedded())
+    cfg = embedded()
+    cfg["eval"]["adapters"] = True
+    b = plan_of(cfg)
+    for stage in ("data", "probe", "embed", "rollout", "pairs", "dpo"):
+        assert a.runs["embedded"][stage] == b.runs["embedded"][stage], stage
+    assert a.runs["embedded"]["eval"] != b.runs["embedded"]["eval"] and a.base == b.base
+    assert b.stages["eval"][b.runs["embedded"]["eval"]]["model"]["served"] == "adapter"
+    assert "served" not in a.stages["eval"][a.runs["embedded"]["eval"]]["model"]
+    cfg["eval"]["backend"] = "transformers"
+    with pytest.raises(ConfigError, match="eval.adapters"):
+        plan_of(cfg)
+
+
+def test_lora_engine_args_fit_the_adapters_rank(tmp_path):
+    import json
+
+    from longmab.engines import lora_engine_args
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12, "rank_pattern": {}}))
+    assert lora_engine_args(tmp_path) == {"enable_lora": True, "max_lora_rank": 16, "max_loras": 1}
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "rank_pattern": {"q_proj": 40}}))
+    assert lora_engine_args(tmp_path)["max_lora_rank"] == 64
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    with pytest.raises(ValueError, match="modules_to_save"):
+        lora_engine_args(tmp_path)
+    with pytest.raises(ValueError, match="not a readable PEFT adapter"):
+        lora_engine_args(tmp_path / "missing")

@@ -389,6 +389,13 @@ def _eval_tag(plan: Plan, c: Mapping, model: dict, slug_text: str) -> str:
     engine = engine_determinants(c, "eval")
     if model["kind"] == "external":  # its own model: the policy does not determine its answers
         engine = {k: v for k, v in engine.items() if k not in ("policy", "revision")}
+    if e.get("adapters") and (model["kind"] == "trained" or model.get("adapter")):
+        # LoRA serving (eval.adapters): other numerics than the merged model, so its own folder;
+        # only when set, so the folders of configs without it keep their names
+        if engine["backend"] != "vllm":
+            raise ConfigError("config key 'eval.adapters': LoRA serving needs the vLLM engine "
+                              f"(eval.backend / engine.backend is {engine['backend']!r})")
+        model = {**model, "served": "adapter"}
     return plan.add("eval", slug_text, {
         "model": model, "engine": engine,
         "benchmarks": copy.deepcopy(e["benchmarks"]),

@@ -46,6 +46,7 @@ from .base import (
     OnDone,
     SamplingConfig,
     StreamRequest,
+    set_adapter,
     set_chat_template,
     stream_generate,
 )
@@ -58,7 +59,12 @@ from .cpu import (
 )
 from .factory import engine_options, engine_settings, make_engine
 from .hf_engine import HFEngine
-from .vllm_engine import VLLM_RESERVED_ARGS, VLLMEngine, check_vllm_args
+from .vllm_engine import (
+    VLLM_RESERVED_ARGS,
+    VLLMEngine,
+    check_vllm_args,
+    lora_engine_args,
+)
 
 __all__ = [
     "VLLM_CPU_ENV_DEFAULTS",
@@ -76,8 +82,10 @@ __all__ = [
     "claim_cpu_cores",
     "engine_options",
     "engine_settings",
+    "lora_engine_args",
     "make_engine",
     "release_cpu_cores",
+    "set_adapter",
     "set_chat_template",
     "stream_generate",
 ]

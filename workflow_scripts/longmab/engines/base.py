@@ -4,6 +4,7 @@ and the helpers both engines share. See :mod:`longmab.engines` for what the engi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ def set_chat_template(engine: Engine, template: str | None) -> None:
     engine.chat_template = template
     if template is not None:
         engine.tokenizer.chat_template = template  # the transformers engine renders with the tokenizer
+
+
+def set_adapter(engine: Engine, path: str | None) -> None:
+    """Generate with the LoRA ``adapter`` at ``path`` applied on ``engine``'s model (None: the model
+    alone): vLLM's LoRA serving (``eval.adapters``). The engine must have been started with
+    :func:`~longmab.engines.vllm_engine.lora_engine_args` for an adapter of that rank; the
+    transformers engine cannot (a ``ValueError``)."""
+    if path is not None and not getattr(engine, "serves_adapters", False):
+        raise ValueError(f"the {getattr(engine, 'name', type(engine).__name__)} engine cannot apply a LoRA "
+                         "adapter at generation time (eval.adapters needs engine backend vllm)")
+    engine.adapter = None if path is None else os.path.abspath(path)
 
 
 def _check_args(conversations: Sequence[Conversation], seeds: Sequence[int]) -> None:

@@ -263,6 +263,7 @@ class EngineClient:
     ``chat_template``). ``close`` disconnects; the server stays for the next job."""
 
     chat_template: str | None = None
+    adapter: str | None = None  # set_adapter: sent with every call
 
     def __init__(self, conn: Connection, info: dict, model: str, record: Path) -> None:
         self.conn = conn
@@ -273,6 +274,7 @@ class EngineClient:
         self._tokenizer = None
         self.start_seconds = 0.0
         self.last_stats: dict = {}
+        self.serves_adapters = bool(info.get("serves_adapters"))
 
     @property
     def tokenizer(self):
@@ -314,7 +316,7 @@ class EngineClient:
         if not conversations:
             return []
         self._send(("generate", [list(c) for c in conversations], dataclasses.asdict(sampling),
-                    [int(s) for s in seeds], self.chat_template))
+                    [int(s) for s in seeds], self.chat_template, self.adapter))
         _, texts, stats = self._recv()
         self.last_stats = stats
         _log_call(self.name, len(texts), stats.get("prompt_tokens", 0), stats.get("generated_tokens", 0),
@@ -335,7 +337,7 @@ class EngineClient:
                 out.append((i, list(conv), int(seed)))
             return out
 
-        self._send(("stream", wire(requests), dataclasses.asdict(sampling), self.chat_template))
+        self._send(("stream", wire(requests), dataclasses.asdict(sampling), self.chat_template, self.adapter))
         while True:
             msg = self._recv()
             if msg[0] == "end":
@@ -635,20 +637,22 @@ class _Server:
                 return
             self.add_owner(owner)
             conn.send(("ok", {"pid": os.getpid(), "key": key, "engine": self.rec.get("engine"),
+                              "serves_adapters": bool(getattr(self.engine, "serves_adapters", False)),
                               "log": self.rec.get("log"), "uptime": time.monotonic() - self.started}))
         elif op == "generate":
-            _, convs, sampling, seeds, template = msg
+            _, convs, sampling, seeds, template, adapter = msg
             out: dict = {}
 
             def gen() -> None:
                 self.use_template(template)
+                self.engine.adapter = adapter
                 out["texts"] = self.engine.generate(convs, SamplingConfig(**sampling), seeds)
                 out["stats"] = dict(getattr(self.engine, "last_stats", {}) or {})
 
             self.run_in_engine_thread(gen)
             conn.send(("ok", out["texts"], out["stats"]))
         elif op == "stream":
-            _, requests, sampling, template = msg
+            _, requests, sampling, template, adapter = msg
             out = {}
 
             def on_done(i, text):
@@ -662,6 +666,7 @@ class _Server:
                 from .base import stream_generate
 
                 self.use_template(template)
+                self.engine.adapter = adapter
                 try:
                     out["stats"] = stream_generate(self.engine, requests, SamplingConfig(**sampling), on_done)
                 except _Aborted as exc:

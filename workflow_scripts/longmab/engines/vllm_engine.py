@@ -38,6 +38,32 @@ def _vllm_sampling_params(sampling: SamplingConfig, seed: int):
     )
 
 
+#: The adapter ranks vLLM 0.28 accepts as ``max_lora_rank`` (``vllm.config.lora.MaxLoRARanks``).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_engine_args(adapter: str) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments of an engine that serves the PEFT LoRA adapter in folder
+    ``adapter``: LoRA on, one adapter per step, ``max_lora_rank`` the smallest rank vLLM accepts
+    that holds the adapter's ``r`` (so every adapter of one rank shares an engine's settings)."""
+    import json
+    from pathlib import Path
+
+    cfg_path = Path(adapter) / "adapter_config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{cfg_path}: not a readable PEFT adapter config ({exc})") from exc
+    ranks = [int(cfg.get("r") or 0), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
+    fits = [r for r in VLLM_LORA_RANKS if r >= max(ranks)]
+    if not fits:
+        raise ValueError(f"{cfg_path}: rank {max(ranks)} is above vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+    if cfg.get("modules_to_save") or cfg.get("use_dora"):
+        raise ValueError(f"{cfg_path}: vLLM serves plain LoRA adapters only (no modules_to_save, no DoRA); "
+                         "evaluate the merged model (eval.adapters: false)")
+    return {"enable_lora": True, "max_lora_rank": fits[0], "max_loras": 1}
+
+
 #: ``vllm.LLM`` arguments that have their own config keys (engine.dtype, engine.max_model_len, seed)
 #: or are the model itself: not accepted through ``engine.vllm``.
 VLLM_RESERVED_ARGS = frozenset({"model", "dtype", "max_model_len", "seed", "tokenizer"})
@@ -110,6 +136,8 @@ class VLLMEngine:
     """vLLM's offline ``LLM`` with ``llm.chat`` and one ``SamplingParams(seed=...)`` per request."""
 
     chat_template: str | None = None  # set_chat_template
+    adapter: str | None = None  # set_adapter: a LoRA adapter folder applied to every request
+    serves_adapters = True
 
     name = "vllm"
 
@@ -186,7 +214,7 @@ class VLLMEngine:
         params = [_vllm_sampling_params(sampling, s) for s in seeds]
         t0 = time.perf_counter()
         outs = self.llm.chat([list(c) for c in conversations], params, use_tqdm=False,
-                             chat_template=self.chat_template)
+                             chat_template=self.chat_template, lora_request=self._lora_request())
         dt = time.perf_counter() - t0
         prompt_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
         gen_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
@@ -211,6 +239,7 @@ class VLLMEngine:
         if core.has_unfinished_requests():
             raise RuntimeError("vLLM engine has unfinished requests; generate_stream needs it idle")
         keys: dict[str, Any] = {}  # external request id -> caller's key
+        lora = self._lora_request()
         flight = _InFlight()
         done = prompt_tokens = gen_tokens = 0
 
@@ -218,7 +247,7 @@ class VLLMEngine:
             for key, conv, seed in batch or ():
                 rid = str(llm.request_counter.counter)  # the id enqueue_chat gives (LLM._add_request)
                 [internal] = llm.enqueue_chat([list(conv)], [_vllm_sampling_params(sampling, seed)],
-                                              use_tqdm=False)
+                                              use_tqdm=False, lora_request=lora)
                 if internal != rid and not internal.startswith(rid + "-"):
                     raise RuntimeError(f"vLLM request id {internal!r} does not extend {rid!r}")
                 keys[rid] = key
@@ -245,6 +274,16 @@ class VLLMEngine:
                            "seconds": stats["seconds"]}
         _log_call(self.name + " stream", done, prompt_tokens, gen_tokens, stats["seconds"])
         return stats
+
+    def _lora_request(self):
+        """vLLM's request for :attr:`adapter` (None without one); one integer id per adapter folder."""
+        if self.adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        ids = self.__dict__.setdefault("_lora_ids", {})
+        lid = ids.setdefault(self.adapter, len(ids) + 1)
+        return LoRARequest(f"adapter-{lid}", lid, self.adapter)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
