@@ -232,7 +232,9 @@ def test_workflow_in_server_mode_writes_the_same_files_with_one_start_per_engine
     from conftest import run_snakemake
 
     work, expected = server_copy(tiny_run, tmp_path / "srv")
-    run_snakemake(work, *expected, "--configfile", "tiny.yaml", "--config", "engine={mode: server}")
+    # cpu_cores 1: the in-process jobs' thread count (a server's default is every core, whose
+    # numerics may differ; bench/README.md, "make run, before and after")
+    run_snakemake(work, *expected, "--configfile", "tiny.yaml", "--config", "engine={mode: server, cpu_cores: 1}")
     for rel, data in expected.items():
         assert (work / rel).read_bytes() == data, f"{rel} differs from the in-process engine's"
     logs = "".join(p.read_text() for p in (work / "results" / "logs").rglob("*.log")
@@ -257,7 +259,7 @@ def test_a_killed_server_fails_its_job_and_make_resume_recovers(tiny_run, tmp_pa
     work, expected = server_copy(tiny_run, tmp_path / "kill", ("results/rollout/*/000.jsonl",))
     targets = list(expected)  # one rollout shard
     cmd = [str(BIN / "snakemake"), "--cores", "2", *targets, "--configfile", "tiny.yaml", "--config",
-           "engine={mode: server}"]
+           "engine={mode: server, cpu_cores: 1}"]
     proc = subprocess.Popen(cmd, cwd=work, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     killed = None
@@ -282,7 +284,7 @@ def test_a_killed_server_fails_its_job_and_make_resume_recovers(tiny_run, tmp_pa
                            env=snakemake_env(), capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     run_snakemake(work, "--unlock", "--configfile", "tiny.yaml")
-    run_snakemake(work, "--rerun-incomplete", *targets, "--configfile", "tiny.yaml", "--config", "engine={mode: server}")
+    run_snakemake(work, "--rerun-incomplete", *targets, "--configfile", "tiny.yaml", "--config", "engine={mode: server, cpu_cores: 1}")
     for rel in targets:
         assert (work / rel).read_bytes() == expected[rel], f"{rel} after resume differs"
     assert server_procs(work) == [] and list_servers(work) == []
