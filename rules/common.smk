@@ -246,7 +246,8 @@ def eval_model_input(wc):
     """The evaluated model folder: the built embedded policy (or nothing for a user path / hub id)
     for the base model, the merged DPO model for a run; for an external row its download record,
     or the merged folder when it has an adapter (nothing for a plain local folder). With
-    eval.adapters the model an adapter is applied to: the policy, the external row's model."""
+    eval.adapters the model an adapter is applied to: the policy, the external row's model.
+    """
     model = det("eval", wc)["model"]
     served = eval_served_adapter(wc)
     if model["kind"] == "external":
@@ -260,7 +261,8 @@ def eval_model_input(wc):
 
 def eval_adapter_input(wc):
     """The adapter folder a run's row applies at generation time (eval.adapters): its DPO adapter,
-    an output of dpo_train (an external row's adapter is a user folder, a param as in merge_adapter)."""
+    an output of dpo_train (an external row's adapter is a user folder, a param as in merge_adapter).
+    """
     trained = det("eval", wc)["model"]["kind"] == "trained"
     return [eval_adapter(wc)] if trained and eval_served_adapter(wc) else []
 
@@ -269,8 +271,16 @@ def eval_model_path(wc):
     model = det("eval", wc)["model"]
     served = eval_served_adapter(wc)
     if model["kind"] == "external":
-        return external_merged(wc.tag) if model["adapter"] and not served else model["model"]
-    return policy_path() if model["kind"] == "base" or served else merged_model(model["dpo"])
+        return (
+            external_merged(wc.tag)
+            if model["adapter"] and not served
+            else model["model"]
+        )
+    return (
+        policy_path()
+        if model["kind"] == "base" or served
+        else merged_model(model["dpo"])
+    )
 
 
 def eval_revision(wc):
@@ -278,7 +288,11 @@ def eval_revision(wc):
     model = det("eval", wc)["model"]
     if model["kind"] == "external":
         return model["revision"]
-    return config["models"].get("revision") if model["kind"] == "base" or eval_served_adapter(wc) else None
+    return (
+        config["models"].get("revision")
+        if model["kind"] == "base" or eval_served_adapter(wc)
+        else None
+    )
 
 
 def eval_adapter(wc):

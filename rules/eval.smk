@@ -1,6 +1,7 @@
 rule eval:
     """Method §8: one job per model (the base policy once per policy and benchmark settings, each
-    run's merged DPO model, each external row of eval.models) answers every benchmark from its full context (middle-truncated to
+    run's merged DPO model or, with eval.adapters, its adapter on the policy's engine, each external
+    row of eval.models) answers every benchmark from its full context (middle-truncated to
     max_input_len), greedy, with one engine load; EM / F1 / SubEM per item and per set (percent),
     with the provenance of the numbers in every metrics file."""
     input:
