@@ -29,8 +29,8 @@ VARIANTS = ("merged", "adapter")
 
 def worker(spec: dict) -> None:
     sys.path.insert(0, str(ROOT / "workflow_scripts"))
-    from longmab.benchmarks import load_benchmark
     import yaml
+    from longmab.benchmarks import load_benchmark
     from longmab.config import validate_config
     from longmab.engines import (
         SamplingConfig,
