@@ -42,6 +42,14 @@ def apply_vllm_cpu_env(overrides: dict[str, Any] | None = None, force: bool | No
     return applied
 
 
+def machine_cpus() -> list[int]:
+    """The cores this process may run on (its affinity), sorted."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def claim_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None,
                     cpus: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
     """Claim ``n`` CPU cores of this machine for one vLLM CPU engine, distinct from the cores other
@@ -61,10 +69,7 @@ def claim_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None,
     import tempfile
 
     if cpus is None:
-        try:
-            cpus = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            cpus = list(range(os.cpu_count() or 1))
+        cpus = machine_cpus()
     folder = os.fspath(lock_dir or tempfile.gettempdir())
     cores: list[int] = []
     fds: list[int] = []
@@ -102,10 +107,7 @@ def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -
     core is taken (vLLM's own ``auto`` binding then applies). Returns the lock descriptors."""
     if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
         return []
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        ncpu = os.cpu_count() or 1
+    ncpu = len(machine_cpus())
     if ncpu < 2:
         return []
     n = max(1, min(int(n), ncpu))
@@ -117,11 +119,7 @@ def bind_vllm_cpu_cores(n: int = 1, lock_dir: str | os.PathLike | None = None) -
     if len(cores) < n:
         # The thread count is part of the numerics (bf16 GEMMs split their work by thread): an engine
         # asked for n cores always gets n threads, on free cores first, then sharing held ones.
-        try:
-            cpus = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            cpus = list(range(ncpu))
-        shared = [c for c in cpus if c not in cores][: n - len(cores)]
+        shared = [c for c in machine_cpus() if c not in cores][: n - len(cores)]
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(cores + shared))
     os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
     log.info("vLLM CPU binding: core(s) %s (%s)", os.environ["VLLM_CPU_OMP_THREADS_BIND"],
@@ -133,12 +131,7 @@ def default_cpu_cores(mode: str) -> int:
     """Cores (threads) of a vLLM CPU engine when ``engine.cpu_cores`` is null: one per engine job in
     process (concurrent shard jobs each get their own core), every core of this machine (its
     affinity) for a run's shared server (``engine.mode: server``), which serves the jobs in turn."""
-    if mode != "server":
-        return 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return len(machine_cpus()) if mode == "server" else 1
 
 
 def parse_core_list(spec: str | None) -> list[int] | None:

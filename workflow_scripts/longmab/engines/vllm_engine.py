@@ -155,6 +155,7 @@ class VLLMEngine:
         t0 = time.perf_counter()
         self._core_locks: list[int] = []
         self._pin: ProcessPin | None = None
+        self._lora_ids: dict[str, int] = {}  # adapter folder -> vLLM's integer LoRA id
         # CPU or CUDA without initialising CUDA in this process (a GPU job without a usable GPU
         # stops here with the reason), and vLLM's workers started with spawn, never fork.
         gpu = base._has_cuda()
@@ -281,8 +282,7 @@ class VLLMEngine:
             return None
         from vllm.lora.request import LoRARequest
 
-        ids = self.__dict__.setdefault("_lora_ids", {})
-        lid = ids.setdefault(self.adapter, len(ids) + 1)
+        lid = self._lora_ids.setdefault(self.adapter, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter-{lid}", lid, self.adapter)
 
     def count_tokens(self, text: str) -> int:
